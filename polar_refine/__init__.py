@@ -1,0 +1,17 @@
+"""polar_refine: coarse-to-fine polar-contour instance segmentation for Detectron2.
+
+``import polar_refine`` registers, as side effects:
+
+* ``PolarRefine`` in ``detectron2.modeling.META_ARCH_REGISTRY``;
+* ``PolarRefineHead`` in ``polar_refine.modeling.POLAR_HEAD_REGISTRY``;
+* ``PolarCOCOEvaluator`` in ``polar_refine.evaluation.EVALUATOR_REGISTRY``;
+* the embedded ``shapes_*`` and the ``dsb2018_*`` / ``coco128_seg`` datasets in
+  ``DatasetCatalog`` / ``MetadataCatalog``.
+
+Use ``add_polar_refine_config(cfg)`` before merging a PolarRefine YAML.
+"""
+
+from . import polar  # noqa: F401
+from .config import add_polar_refine_config  # noqa: F401
+
+__version__ = "0.1.0"

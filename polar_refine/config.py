@@ -1,0 +1,92 @@
+"""The ``MODEL.POLAR_REFINE`` config node.
+
+`add_polar_refine_config` adds the node to the cfg it is given; detectron2's global defaults
+(``detectron2.config.defaults._C``) are never touched.
+"""
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_polar_refine_config"]
+
+
+def add_polar_refine_config(cfg: CN) -> CN:
+    """Add ``MODEL.POLAR_REFINE`` (and its sub-nodes) to ``cfg`` in place, and return it.
+
+    Calling it twice is harmless: existing values are kept.
+    """
+    if "POLAR_REFINE" in cfg.MODEL:
+        return cfg
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    _C = cfg
+    _C.MODEL.POLAR_REFINE = CN()
+    node = _C.MODEL.POLAR_REFINE
+    # Number of foreground categories (L in the seed).
+    node.NUM_CLASSES = 80
+    # Backbone features the head reads, finest first. Their strides and channels come from the
+    # backbone's output_shape(); any registered backbone works if its feature names are listed.
+    node.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # K: number of rays, evenly spaced 2*pi/K apart, ray 0 along +y (seed formula (1)).
+    node.NUM_RAYS = 36
+    # Number of 3x3 convs in each of the classification and regression towers.
+    node.NUM_CONVS = 4
+    # Channels of the tower convs; 0 means "same as the input feature channels".
+    node.HEAD_CHANNELS = 0
+    # Normalisation in the towers: "GN", "BN", "SyncBN", "" (none)...
+    node.NORM = "GN"
+    # Initial foreground probability of the classification logits (focal-loss prior).
+    node.PRIOR_PROB = 0.01
+    # Centre sampling: positives lie within RADIUS * stride of the mass centre (clipped to the box).
+    node.CENTER_SAMPLE_RADIUS = 1.5
+    # Upper bounds of the object size (largest centre-to-box distance, input pixels) handled by
+    # each level but the last; the last level takes everything larger. Must have
+    # len(IN_FEATURES) - 1 entries; if not, ranges are derived from the strides (8 * stride).
+    node.SIZES_OF_INTEREST = [64, 128, 256, 512]
+    # Sigmoid focal loss for the category logits.
+    node.FOCAL_LOSS_ALPHA = 0.25
+    node.FOCAL_LOSS_GAMMA = 2.0
+    # The seed's alpha: weight of the coarse polar IoU loss (L_coarse). The fine loss has weight 1.
+    node.COARSE_LOSS_WEIGHT = 1.0
+    # Weight of the centre-confidence BCE loss.
+    node.CENTERNESS_LOSS_WEIGHT = 1.0
+    # Momentum of the EMA of the positive count that normalises the losses (as detectron2 FCOS).
+    node.LOSS_NORMALIZER_MOMENTUM = 0.9
+    # Radii are predicted as exp(scale_l * x) with a learnable scale per level; x is clamped to
+    # this value first so exp() cannot overflow (and radii stay bounded).
+    node.MAX_LOG_RADIUS = 10.0
+    # Inference: keep candidates whose class probability exceeds this, per level.
+    node.SCORE_THRESH_TEST = 0.05
+    # Inference: at most this many candidates per level (before refinement and NMS).
+    node.TOPK_CANDIDATES_TEST = 1000
+    # Inference: class-aware NMS IoU threshold (on the boxes of the polygons).
+    node.NMS_THRESH_TEST = 0.5
+
+    # Refine regression module (the seed's coarse-to-fine strategy).
+    node.REFINE = CN()
+    # Turn refinement on (r = r_coarse + delta_r). Off reproduces PolarMask.
+    node.REFINE.ENABLED = True
+    # Detach the coarse radii before computing the sampling points, so L_fine does not push the
+    # coarse branch through the sampling coordinates.
+    node.REFINE.DETACH_COARSE = True
+    # Clamp of the sampling coordinates in grid_sample's normalised [-1, 1] frame. Points farther
+    # out read zeros; the clamp also keeps NaN/huge radii from reaching grid_sample.
+    node.REFINE.GRID_CLAMP = 2.0
+
+    # Global contour perception head (training only; never run at inference).
+    node.CONTOUR = CN()
+    # Turn the contour head and its loss on.
+    node.CONTOUR.ENABLED = True
+    # Feature the contour head reads; "" means the largest (finest) of IN_FEATURES.
+    node.CONTOUR.IN_FEATURE = ""
+    # Output channels of its 3x3 convs (the seed: 128, 64, 64, 64), then one logit channel.
+    node.CONTOUR.CHANNELS = [128, 64, 64, 64]
+    # Weight of the contour focal loss (L_contour / L_hbb).
+    node.CONTOUR.LOSS_WEIGHT = 1.0
+    # Width in feature-map pixels of the boundary band drawn from the instance masks.
+    node.CONTOUR.BOUNDARY_WIDTH = 1
+
+    # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
+    node.HEAD_NAME = "PolarRefineHead"
+    if was_frozen:
+        cfg.freeze()
+    return cfg
