@@ -15,3 +15,4 @@ from . import polar  # noqa: F401
 from .config import add_polar_refine_config  # noqa: F401
 
 __version__ = "0.1.0"
+from . import modeling  # noqa: F401  (registers PolarRefine and PolarRefineHead)

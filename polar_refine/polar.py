@@ -83,9 +83,7 @@ def polygon_edges(polygon: Polygon) -> torch.Tensor:
     return torch.stack([poly, poly.roll(-1, dims=0)], dim=1)
 
 
-def polygons_to_padded_edges(
-    instances: Sequence[Sequence[Polygon]], device=None
-) -> torch.Tensor:
+def polygons_to_padded_edges(instances: Sequence[Sequence[Polygon]], device=None) -> torch.Tensor:
     """Pack the edges of every part of every instance into one padded tensor.
 
     Args:
@@ -146,7 +144,8 @@ def edges_radii(points: torch.Tensor, edges: torch.Tensor, num_rays: int) -> tor
         p = points[start : start + chunk]  # (p, 2)
         a_c = a[start : start + chunk] if per_point else a[None]  # (p|1, E, 2)
         e_c = e[start : start + chunk] if per_point else e[None]
-        # Solve p + t u = a + s e:  t = cross(a - p, e) / cross(u, e),  s = cross(a - p, u) / cross(u, e)
+        # Solve p + t u = a + s e:
+        #   t = cross(a - p, e) / cross(u, e),  s = cross(a - p, u) / cross(u, e)
         denom = cross(u[None, :, None, :], e_c[:, None])  # (p|1, K, E)
         ok = denom.abs() > _EPS
         inv = torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), 0.0)
@@ -201,7 +200,7 @@ def polar_iou_loss(
     reduction: str = "sum",
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Polar IoU loss ``log(sum_k max / sum_k min)`` per row (PolarMask, the seed's L_coarse/L_fine).
+    """Polar IoU loss ``log(sum_k max / sum_k min)`` per row (the seed's L_coarse and L_fine).
 
     Args:
         pred, target: (N, K) non-negative radii. Target rays of length 0 are allowed: ``eps`` in
@@ -226,7 +225,7 @@ def polar_iou_loss(
 
 
 def polar_centerness(radii: torch.Tensor) -> torch.Tensor:
-    """Polar centerness target ``sqrt(min_k r_k / max_k r_k)``; 0 when all radii are 0. (N, K) -> (N,)."""
+    """Polar centerness ``sqrt(min_k r_k / max_k r_k)``, 0 when all radii are 0. (N, K) -> (N,)."""
     r_max = radii.amax(-1)
     r_min = radii.amin(-1).clamp(min=0)
     return torch.where(r_max > 0, (r_min / r_max.clamp(min=_EPS)).sqrt(), torch.zeros_like(r_max))

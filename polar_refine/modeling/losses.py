@@ -1,0 +1,56 @@
+"""PolarRefine losses: L = L_cls + L_ctr + alpha * L_coarse + L_fine + L_contour."""
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from fvcore.nn import sigmoid_focal_loss_jit
+
+from ..polar import polar_iou_loss
+
+__all__ = ["classification_loss", "centerness_loss", "radius_loss", "contour_loss"]
+
+
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Sigmoid focal loss, summed. logits (R, L); labels (R,) with ``num_classes`` = background."""
+    target = F.one_hot(labels, num_classes + 1)[:, :num_classes].to(logits.dtype)
+    return sigmoid_focal_loss_jit(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
+
+
+def centerness_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE of the centre logits (P,) against the polar centerness targets (P,), summed."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+
+
+def radius_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Polar IoU loss of (P, K) radii, weighted by the (P,) centerness targets, summed.
+
+    Non-finite predictions are zeroed (with zero gradient) so one bad row cannot poison the batch.
+    """
+    finite = torch.isfinite(pred).all(1)
+    pred = torch.where(finite[:, None], pred, pred.detach().nan_to_num(0.0, 0.0, 0.0))
+    return polar_iou_loss(pred, target, weight=weight * finite, reduction="sum")
+
+
+def contour_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    normalizer: Optional[float] = None,
+) -> torch.Tensor:
+    """Focal loss of boundary logits (N, 1, H, W) against {0, 1} targets, divided by the number of
+    boundary cells (at least 1) unless ``normalizer`` is given."""
+    loss = sigmoid_focal_loss_jit(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
+    n = normalizer if normalizer is not None else max(float(target.sum()), 1.0)
+    return loss / n
+
+
+def zero_loss_like(*tensors: torch.Tensor) -> torch.Tensor:
+    """A zero that keeps every tensor in the graph (for DDP's unused-parameter check)."""
+    return sum(t.sum() * 0.0 for t in tensors)
+
+
+LossDict = Dict[str, torch.Tensor]

@@ -1,0 +1,419 @@
+"""PolarRefine: the meta-architecture tying backbone, polar head, refinement and contour head."""
+
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import batched_nms
+from detectron2.modeling import Backbone, build_backbone
+from detectron2.modeling.meta_arch import META_ARCH_REGISTRY
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import ImageList, Instances
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from ..polar import polar_iou, radii_to_points
+from .contour import ContourHead, boundary_targets
+from .head import build_polar_head
+from .losses import (
+    centerness_loss,
+    classification_loss,
+    contour_loss,
+    radius_loss,
+    zero_loss_like,
+)
+from .postprocess import polar_postprocess, polygons_to_boxes
+from .refine import PolarRefineModule
+from .targets import PolarTargetAssigner, level_size_ranges
+
+__all__ = ["PolarRefine"]
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class PolarRefine(DenseDetector):
+    """Single-stage, ROI-free instance segmentation with coarse-to-fine polar contours.
+
+    An instance is a location plus K radii. The head predicts category and centre logits and
+    coarse radii densely; ``refine`` corrects the radii of the locations that matter from
+    features sampled on their coarse contour; ``contour`` (training only) learns boundaries on
+    the finest level. See the seed (US 12,394,060 B2) and ``DESIGN.md``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        head_in_features: List[str],
+        assigner: PolarTargetAssigner,
+        refine: Optional[PolarRefineModule] = None,
+        contour: Optional[ContourHead] = None,
+        contour_in_feature: Optional[str] = None,
+        num_classes: int,
+        num_rays: int = 36,
+        sizes_of_interest=(64, 128, 256, 512),
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        coarse_loss_weight: float = 1.0,
+        centerness_loss_weight: float = 1.0,
+        contour_loss_weight: float = 1.0,
+        contour_boundary_width: int = 1,
+        loss_normalizer_momentum: float = 0.9,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.5,
+        max_detections_per_image: int = 100,
+        mask_on: bool = True,
+        pixel_mean,
+        pixel_std,
+        input_format: str = "BGR",
+        vis_period: int = 0,
+    ):
+        """
+        Args:
+            backbone: any detectron2 Backbone; ``head_in_features`` names its levels (finest first).
+            head: dense polar head (see ``POLAR_HEAD_REGISTRY``).
+            assigner: label assignment.
+            refine: the refine module, or None for coarse radii only (PolarMask).
+            contour: the training-only contour head, or None.
+            contour_in_feature: the level ``contour`` reads (default: the finest).
+            Other arguments are documented in ``polar_refine/config.py``.
+        """
+        super().__init__(
+            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
+        shapes = backbone.output_shape()
+        self.strides = [shapes[f].stride for f in self.head_in_features]
+        self.assigner = assigner
+        self.refine = refine
+        self.contour = contour
+        self.contour_in_feature = contour_in_feature or self.head_in_features[0]
+        self.num_classes = num_classes
+        self.num_rays = num_rays
+        self.size_ranges = level_size_ranges(self.strides, sizes_of_interest)
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.coarse_loss_weight = coarse_loss_weight
+        self.centerness_loss_weight = centerness_loss_weight
+        self.contour_loss_weight = contour_loss_weight
+        self.contour_boundary_width = contour_boundary_width
+        self.loss_normalizer_momentum = loss_normalizer_momentum
+        self.test_score_thresh = test_score_thresh
+        self.test_topk_candidates = test_topk_candidates
+        self.test_nms_thresh = test_nms_thresh
+        self.max_detections_per_image = max_detections_per_image
+        self.mask_on = mask_on
+        self.input_format = input_format
+        self.vis_period = vis_period
+
+    @classmethod
+    def from_config(cls, cfg):
+        pr = cfg.MODEL.POLAR_REFINE
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        in_features = list(pr.IN_FEATURES)
+        missing = [f for f in in_features if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.POLAR_REFINE.IN_FEATURES names {missing}, which the backbone does not "
+                f"output (it outputs {sorted(shapes)})"
+            )
+        head_shapes = [shapes[f] for f in in_features]
+        channels = head_shapes[0].channels
+        contour_feature = pr.CONTOUR.IN_FEATURE or min(in_features, key=lambda f: shapes[f].stride)
+        return {
+            "backbone": backbone,
+            "head": build_polar_head(cfg, head_shapes),
+            "head_in_features": in_features,
+            "assigner": PolarTargetAssigner(cfg),
+            "refine": PolarRefineModule(cfg, in_channels=channels) if pr.REFINE.ENABLED else None,
+            "contour": (
+                ContourHead(cfg, in_channels=shapes[contour_feature].channels)
+                if pr.CONTOUR.ENABLED
+                else None
+            ),
+            "contour_in_feature": contour_feature,
+            "num_classes": pr.NUM_CLASSES,
+            "num_rays": pr.NUM_RAYS,
+            "sizes_of_interest": pr.SIZES_OF_INTEREST,
+            "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": pr.FOCAL_LOSS_GAMMA,
+            "coarse_loss_weight": pr.COARSE_LOSS_WEIGHT,
+            "centerness_loss_weight": pr.CENTERNESS_LOSS_WEIGHT,
+            "contour_loss_weight": pr.CONTOUR.LOSS_WEIGHT,
+            "contour_boundary_width": pr.CONTOUR.BOUNDARY_WIDTH,
+            "loss_normalizer_momentum": pr.LOSS_NORMALIZER_MOMENTUM,
+            "test_score_thresh": pr.SCORE_THRESH_TEST,
+            "test_topk_candidates": pr.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": pr.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "mask_on": cfg.MODEL.MASK_ON,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "vis_period": cfg.VIS_PERIOD,
+        }
+
+    # ------------------------------------------------------------------ entry point
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """
+        Args:
+            batched_inputs: detectron2's format: per image a dict with ``image`` (C, H, W),
+                ``instances`` in training, and optional ``height``/``width`` (output size).
+
+        Returns:
+            training: dict of losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
+            ``loss_fine`` and ``loss_contour``.
+            inference: per image ``{"instances": Instances}`` at the output size with
+            ``pred_polygons`` (N, K, 2), ``pred_boxes``, ``scores``, ``pred_classes``,
+            ``pred_masks`` (N, H, W) bool and ``pred_coarse_polygons``.
+        """
+        images = self.preprocess_image(batched_inputs)
+        all_features = self.backbone(images.tensor)
+        features = [all_features[f] for f in self.head_in_features]
+        predictions = self.head(features)
+        if self.training:
+            assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            contour_logits = None
+            if self.contour is not None:
+                contour_logits = self.contour(all_features[self.contour_in_feature])
+            return self.forward_training(
+                images, features, predictions, gt_instances, contour_logits
+            )
+        results = self.forward_inference(images, features, predictions)
+        processed = []
+        for res, inp, size in zip(results, batched_inputs, images.image_sizes):
+            height = inp.get("height", size[0])
+            width = inp.get("width", size[1])
+            processed.append({"instances": polar_postprocess(res, height, width, self.mask_on)})
+        return processed
+
+    # ------------------------------------------------------------------ locations
+    def locations(self, features: List[torch.Tensor]):
+        """Location centres of every level, concatenated finest level first.
+
+        Returns:
+            points (R, 2) input pixels (x, y) = ((j + 0.5) * d, (i + 0.5) * d);
+            cells (R, 2) the same in feature cells of the level (j, i);
+            strides (R,), level (R,) long, size_ranges (R, 2).
+        """
+        pts, cells, strides, levels, ranges = [], [], [], [], []
+        for lvl, (f, s) in enumerate(zip(features, self.strides)):
+            h, w = f.shape[-2:]
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=f.device, dtype=torch.float32),
+                torch.arange(w, device=f.device, dtype=torch.float32),
+                indexing="ij",
+            )
+            c = torch.stack([xs.flatten(), ys.flatten()], 1)
+            cells.append(c)
+            pts.append((c + 0.5) * s)
+            n = c.shape[0]
+            strides.append(torch.full((n,), s, device=f.device, dtype=torch.float32))
+            levels.append(torch.full((n,), lvl, device=f.device, dtype=torch.long))
+            ranges.append(torch.tensor(self.size_ranges[lvl], device=f.device).expand(n, 2))
+        return (
+            torch.cat(pts),
+            torch.cat(cells),
+            torch.cat(strides),
+            torch.cat(levels),
+            torch.cat(ranges),
+        )
+
+    def _flatten(self, per_level: List[torch.Tensor]) -> torch.Tensor:
+        """per level (N, D, H, W) -> (N, R, D)."""
+        return torch.cat([x.flatten(2) for x in per_level], dim=2).transpose(1, 2)
+
+    # ------------------------------------------------------------------ training
+    def forward_training(
+        self,
+        images: ImageList,
+        features: List[torch.Tensor],
+        predictions,
+        gt_instances: List[Instances],
+        contour_logits: Optional[torch.Tensor] = None,
+    ):
+        cls_logits, ctr_logits, coarse = predictions
+        points, cells, strides, levels, ranges = self.locations(features)
+        targets = self.assigner(points, strides, ranges, gt_instances)
+        return self.losses(
+            features, cls_logits, ctr_logits, coarse, cells, levels, targets,
+            gt_instances, contour_logits,
+        )  # fmt: skip
+
+    def losses(
+        self,
+        features,
+        cls_logits,
+        ctr_logits,
+        coarse,
+        cells,
+        levels,
+        targets,
+        gt_instances,
+        contour_logits,
+    ):
+        num_images = len(targets)
+        cls_flat = self._flatten(cls_logits)  # (N, R, L)
+        ctr_flat = self._flatten(ctr_logits)[..., 0]  # (N, R)
+        rad_flat = self._flatten(coarse)  # (N, R, K)
+
+        labels = torch.stack([t["labels"] for t in targets])  # (N, R)
+        img_idx = torch.cat(
+            [torch.full_like(t["pos_idx"], i) for i, t in enumerate(targets)]
+        )  # (P,)
+        pos_idx = torch.cat([t["pos_idx"] for t in targets])
+        tgt_radii = torch.cat([t["radii"] for t in targets])
+        tgt_ctr = torch.cat([t["centerness"] for t in targets])
+        num_pos = int(pos_idx.numel())
+        storage = get_event_storage()
+        storage.put_scalar("num_pos_locations", num_pos / num_images)
+        m = self.loss_normalizer_momentum
+        # EMAs of the positive count and of the centerness-target sum, started at the first batch's
+        # values (detectron2's FCOS starts at a constant tuned for 16-image batches).
+        num_pos_v = max(num_pos, 1)
+        ctr_sum = max(float(tgt_ctr.sum()), 1e-2)
+        norm_pos = self._ema_update("loss_normalizer", num_pos_v, num_pos_v, m)
+        norm_ctr = self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, m)
+
+        losses = {
+            "loss_cls": classification_loss(
+                cls_flat.reshape(-1, self.num_classes),
+                labels.flatten(),
+                self.num_classes,
+                self.focal_loss_alpha,
+                self.focal_loss_gamma,
+            )
+            / norm_pos
+        }
+        pred_ctr = ctr_flat[img_idx, pos_idx]
+        pred_coarse = rad_flat[img_idx, pos_idx]
+        keep_graph = zero_loss_like(ctr_flat, rad_flat)
+        losses["loss_ctr"] = (
+            self.centerness_loss_weight * centerness_loss(pred_ctr, tgt_ctr) / norm_pos + keep_graph
+        )
+        losses["loss_coarse"] = (
+            self.coarse_loss_weight * radius_loss(pred_coarse, tgt_radii, tgt_ctr) / norm_ctr
+            + keep_graph
+        )
+        if self.refine is not None:
+            fine = self.refine(
+                features, self.strides, levels[pos_idx], img_idx, cells[pos_idx], pred_coarse
+            )
+            losses["loss_fine"] = radius_loss(fine, tgt_radii, tgt_ctr) / norm_ctr + zero_loss_like(
+                *self.refine.parameters()
+            )
+            if num_pos:
+                with torch.no_grad():
+                    storage.put_scalar(
+                        "polar_iou_fine", polar_iou(fine.clamp(min=0), tgt_radii).mean().item()
+                    )
+        if num_pos:
+            with torch.no_grad():
+                storage.put_scalar(
+                    "polar_iou_coarse", polar_iou(pred_coarse, tgt_radii).mean().item()
+                )
+        if self.contour is not None and contour_logits is not None:
+            stride = self.backbone.output_shape()[self.contour_in_feature].stride
+            tgt = boundary_targets(
+                gt_instances,
+                contour_logits.shape[-2:],
+                stride,
+                self.contour_boundary_width,
+                device=contour_logits.device,
+            )
+            losses["loss_contour"] = self.contour_loss_weight * contour_loss(
+                contour_logits, tgt, self.focal_loss_alpha, self.focal_loss_gamma
+            )
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    def forward_inference(
+        self, images: ImageList, features: List[torch.Tensor], predictions
+    ) -> List[Instances]:
+        """Top-k candidates per level -> refine -> score -> polygons -> NMS, at input size."""
+        cls_logits, ctr_logits, coarse = predictions
+        cand = self._select_candidates(cls_logits, ctr_logits, coarse)
+        img_idx, level, cells, cls_prob, ctr_prob, classes, r_coarse = cand
+        r_fine = r_coarse
+        if self.refine is not None:
+            r_fine = self.refine(features, self.strides, level, img_idx, cells, r_coarse)
+        strides = torch.tensor(self.strides, device=cells.device, dtype=torch.float32)[level]
+        centers = (cells + 0.5) * strides[:, None]
+        scores = cls_prob * ctr_prob
+        results = []
+        for i, size in enumerate(images.image_sizes):
+            sel = img_idx == i
+            results.append(
+                self.inference_single_image(
+                    centers[sel], r_coarse[sel], r_fine[sel], scores[sel], classes[sel], tuple(size)
+                )
+            )
+        return results
+
+    def _select_candidates(self, cls_logits, ctr_logits, coarse):
+        """Per image and level: class probability > threshold, at most top-k (flattened).
+
+        Returns (img_idx, level, cells (P, 2), cls_prob, ctr_prob, classes, coarse radii (P, K)).
+        """
+        out = [[] for _ in range(7)]
+        for lvl, (cl, ct, rd) in enumerate(zip(cls_logits, ctr_logits, coarse)):
+            n, num_cls, h, w = cl.shape
+            probs = cl.flatten(2).sigmoid()  # (N, L, HW)
+            for i in range(n):
+                p = probs[i].t().flatten()  # (HW * L,) location-major
+                keep = (p > self.test_score_thresh).nonzero().flatten()
+                if keep.numel() > self.test_topk_candidates:
+                    top = p[keep].topk(self.test_topk_candidates).indices
+                    keep = keep[top]
+                loc = keep // num_cls
+                cls_id = keep % num_cls
+                out[0].append(torch.full_like(loc, i))
+                out[1].append(torch.full_like(loc, lvl))
+                out[2].append(torch.stack([loc % w, loc // w], 1).float())
+                out[3].append(p[keep])
+                out[4].append(ct[i, 0].flatten()[loc].sigmoid())
+                out[5].append(cls_id)
+                out[6].append(rd[i].flatten(1)[:, loc].t())
+        return [torch.cat(x) for x in out]
+
+    def inference_single_image(
+        self,
+        centers: torch.Tensor,
+        r_coarse: torch.Tensor,
+        r_fine: torch.Tensor,
+        scores: torch.Tensor,
+        classes: torch.Tensor,
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """Polygons, class-aware NMS on their boxes, at most ``max_detections_per_image``.
+
+        Args:
+            centers: (P, 2) input pixels; r_coarse, r_fine: (P, K); scores, classes: (P,).
+
+        Returns:
+            Instances at ``image_size`` with ``pred_polygons``, ``pred_coarse_polygons``,
+            ``pred_boxes`` (polygon extents), ``scores``, ``pred_classes``.
+        """
+        polys = radii_to_points(centers, r_fine.clamp(min=0))
+        h, w = image_size
+        # Locations in the batch padding are not in the image; non-finite outputs are dropped.
+        finite = torch.isfinite(polys).flatten(1).all(1) & torch.isfinite(scores)
+        finite &= (centers[:, 0] < w) & (centers[:, 1] < h)
+        if not finite.all():
+            polys, scores, classes = polys[finite], scores[finite], classes[finite]
+            centers, r_coarse = centers[finite], r_coarse[finite]
+        boxes = polygons_to_boxes(polys)
+        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh)
+        keep = keep[: self.max_detections_per_image]
+        res = Instances(image_size)
+        res.pred_polygons = polys[keep]
+        res.pred_coarse_polygons = radii_to_points(centers[keep], r_coarse[keep].clamp(min=0))
+        res.scores = scores[keep]
+        res.pred_classes = classes[keep]
+        return res
