@@ -30,7 +30,9 @@ def test_ray_angles_and_directions():
     assert th[1].item() == pytest.approx(math.pi / 18)
     d = polar.ray_directions(4)
     # ray 0 along +y, ray 1 along +x (seed formula (1): x += r sin, y += r cos)
-    assert torch.allclose(d, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(
+        d, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]]), atol=1e-6
+    )
 
 
 def test_radii_to_points_seed_convention():
@@ -82,7 +84,9 @@ def test_concave_star_farthest_crossing():
     # star boundary several times; the farthest crossing is the opposite outer edge.
     n, r_out, r_in = 5, 40.0, 12.0
     ang = torch.arange(2 * n, dtype=torch.float64) * math.pi / n
-    rad = torch.where(torch.arange(2 * n) % 2 == 0, torch.tensor(r_out), torch.tensor(r_in)).double()
+    rad = torch.where(
+        torch.arange(2 * n) % 2 == 0, torch.tensor(r_out), torch.tensor(r_in)
+    ).double()
     # vertices at angle ang measured like the rays: (sin, cos)
     star = torch.stack([rad * ang.sin(), rad * ang.cos()], 1)
     # from the centre: tips at the even rays of K=10, valleys at the odd ones
@@ -154,7 +158,9 @@ def test_polar_iou_hand_computed():
     assert loss[0].item() == pytest.approx(math.log(7 / 5), rel=1e-5)
     assert loss[1].item() == pytest.approx(0.0, abs=1e-6)
     w = torch.tensor([0.5, 2.0])
-    assert polar.polar_iou_loss(pred, tgt, weight=w).item() == pytest.approx(0.5 * math.log(7 / 5), rel=1e-5)
+    assert polar.polar_iou_loss(pred, tgt, weight=w).item() == pytest.approx(
+        0.5 * math.log(7 / 5), rel=1e-5
+    )
 
 
 def test_polar_iou_loss_gradient_finite_with_zero_targets():
