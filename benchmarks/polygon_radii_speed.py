@@ -1,4 +1,4 @@
-"""Time polar.polygon_radii: 1,000 points x 36 rays on a 200-vertex polygon (issue 2's target: < 50 ms).
+"""Time polar.polygon_radii: 1,000 points x 36 rays, 200-vertex polygon (target: < 50 ms).
 
     .venv/bin/python benchmarks/polygon_radii_speed.py
 """
@@ -27,7 +27,8 @@ def main(repeats: int = 30) -> None:
         times.append(time.perf_counter() - t0)
     times.sort()
     print(
-        f"polygon_radii 1000 pts x 36 rays x 200 vertices: median {1e3 * times[len(times) // 2]:.1f} ms, "
+        f"polygon_radii 1000 pts x 36 rays x 200 vertices: "
+        f"median {1e3 * times[len(times) // 2]:.1f} ms, "
         f"min {1e3 * times[0]:.1f} ms over {repeats} runs | torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     )

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Train and evaluate PolarRefine with detectron2's own machinery.
+
+    python train_net.py --config-file configs/Shapes/polar_refine_tiny.yaml
+    python train_net.py --config-file configs/Shapes/polar_refine_tiny.yaml --resume
+    python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file CFG --num-gpus 8                     # one machine
+    python train_net.py --config-file CFG --num-gpus 8 --num-machines 2 \\
+        --machine-rank 0 --dist-url tcp://HOST:PORT                          # several machines
+
+Without a GPU, ``--num-gpus N`` starts N CPU processes (gloo), and ``MODEL.DEVICE`` is set to
+"cpu" automatically.
+"""
+
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+import polar_refine  # noqa: F401  (registers PolarRefine, its head, evaluator and datasets)
+from polar_refine import add_polar_refine_config
+from polar_refine.engine import PolarRefineTrainer
+
+logger = logging.getLogger("polar_refine")
+
+
+def setup(args):
+    """Config from defaults + MODEL.POLAR_REFINE + the YAML + the command-line overrides."""
+    cfg = get_cfg()
+    add_polar_refine_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = PolarRefineTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = PolarRefineTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = PolarRefineTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    if args.config_file == "":
+        args.config_file = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "configs/Shapes/polar_refine_tiny.yaml"
+        )
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()
