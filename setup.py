@@ -5,6 +5,7 @@ detectron2 itself is *not* declared in ``install_requires``: no distribution nam
 ``detectron2`` exists on PyPI. ``scripts/setup.sh`` installs it from the ``sal-detectron2``
 wheel (see README). Everything else the package imports at run time is declared here.
 """
+
 from setuptools import find_packages, setup
 
 setup(

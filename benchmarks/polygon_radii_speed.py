@@ -1,6 +1,6 @@
 """Time polar.polygon_radii: 1,000 points x 36 rays, 200-vertex polygon (target: < 50 ms).
 
-    .venv/bin/python benchmarks/polygon_radii_speed.py
+.venv/bin/python benchmarks/polygon_radii_speed.py
 """
 
 import math

@@ -11,10 +11,12 @@
 Use ``add_polar_refine_config(cfg)`` before merging a PolarRefine YAML.
 """
 
-from . import data  # noqa: F401  (registers the datasets)
-from . import evaluation  # noqa: F401  (registers PolarCOCOEvaluator)
-from . import modeling  # noqa: F401  (registers PolarRefine and PolarRefineHead)
-from . import polar  # noqa: F401
+from . import (
+    data,  # noqa: F401  (registers the datasets)
+    evaluation,  # noqa: F401  (registers PolarCOCOEvaluator)
+    modeling,  # noqa: F401  (registers PolarRefine and PolarRefineHead)
+    polar,  # noqa: F401
+)
 from .config import add_polar_refine_config  # noqa: F401
 
 __version__ = "0.1.0"
