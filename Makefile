@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 main: setup
-	$(PY) scripts/main_job.py
+	bash scripts/main_job.sh
 
 test: setup
 	$(PY) -m pytest -q tests

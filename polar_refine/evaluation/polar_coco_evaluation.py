@@ -297,6 +297,10 @@ class PolarCOCOEvaluator(COCOEvaluator):
             kpt_oks_sigmas=kpt_oks_sigmas,
             allow_cached_coco=allow_cached_coco,
         )
+        if max_dets_per_image is not None and max_dets_per_image > 100:
+            # COCOeval then also keeps the standard 100-detection operating point: it is
+            # reported as "AP@100" next to AP (which uses max_dets_per_image).
+            self._max_dets_per_image = [1, 100, max_dets_per_image]
         self._polar_ceiling = polar_ceiling
         self._num_rays = num_rays
         self._segm_seen = False
@@ -425,6 +429,17 @@ class PolarCOCOEvaluator(COCOEvaluator):
         tasks = self._tasks or (("bbox", "segm") if segm_seen else ("bbox",))
         for task in sorted(tasks):
             self._results[task] = self._zero_detection_results(task, img_ids)
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        """COCOEvaluator's metrics, plus "AP@100" (AP with at most 100 detections per image)
+        when ``max_dets_per_image`` is above 100."""
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        max_dets = list(coco_eval.params.maxDets) if coco_eval is not None else []
+        if iou_type in ("bbox", "segm") and len(max_dets) == 3 and max_dets[1] == 100 < max_dets[2]:
+            precision = coco_eval.eval["precision"][:, :, :, 0, 1]  # all areas, maxDets=100
+            valid = precision[precision > -1]
+            results["AP@100"] = float(valid.mean() * 100) if valid.size else float("nan")
+        return results
 
     def _zero_detection_results(self, task: str, img_ids=None) -> Dict[str, float]:
         """

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""The seed's Table-1 ablation, rerun on CPU-sized budgets, plus detectron2's Mask R-CNN.
+
+    DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/ablation.py \
+        --datasets dsb2018 shapes --seeds 0 1 2 --out output/ablation
+
+For every dataset, seed and row it runs ``train_net.py`` (same backbone, solver, input size and
+iteration budget for all rows), which trains and then evaluates with PolarCOCOEvaluator. Runs
+already finished under ``--out`` are reused, so the script can be stopped and restarted. It
+prints a markdown table (mean +- half-range over seeds) and writes it to ``--out/table.md``.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = {
+    "shapes": [
+        ("PolarMask (coarse only)", "configs/Shapes/polar_refine_tiny.yaml",
+         ["MODEL.POLAR_REFINE.REFINE.ENABLED", "False",
+          "MODEL.POLAR_REFINE.CONTOUR.ENABLED", "False"]),
+        ("+ refine (model 1)", "configs/Shapes/polar_refine_tiny.yaml",
+         ["MODEL.POLAR_REFINE.CONTOUR.ENABLED", "False"]),
+        ("+ refine + contour (model 2)", "configs/Shapes/polar_refine_tiny.yaml", []),
+        ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_shapes.yaml", []),
+    ],
+    "dsb2018": [
+        ("PolarMask (coarse only)", "configs/DSB2018/polarmask_R_18_tiny.yaml", []),
+        ("+ refine (model 1)", "configs/DSB2018/polar_refine_R_18_tiny.yaml", []),
+        ("+ refine + contour (model 2)", "configs/DSB2018/polar_refine_contour_R_18_tiny.yaml", []),
+        ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_dsb2018.yaml", []),
+    ],
+}  # fmt: skip
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def run_one(dataset, seed, name, cfg, opts, out_root, iters):
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    out = os.path.join(out_root, dataset, f"{slug}_seed{seed}")
+    done = os.path.join(out, "result.json")
+    if os.path.isfile(done):
+        return json.load(open(done))
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
+           os.path.join(ROOT, cfg), *opts, "SEED", str(seed), "OUTPUT_DIR", out]  # fmt: skip
+    if iters:
+        cmd += ["SOLVER.MAX_ITER", str(iters),
+                "SOLVER.STEPS", f"({int(iters * 0.7)},{int(iters * 0.9)})"]  # fmt: skip
+    print(f"[ablation] {dataset} seed {seed}: {name}", flush=True)
+    t0 = time.time()
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stdout.txt"), "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    res = [r for r in rows if "segm/AP" in r][-1]
+    speed = re.findall(
+        r"Overall training speed: .*\(([\d.]+) s / it\)", open(os.path.join(out, "log.txt")).read()
+    )
+    result = {
+        "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
+        "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
+        "s_per_iter": float(speed[-1]) if speed else None,
+        "wall_s": time.time() - t0,
+    }
+    json.dump(result, open(done, "w"), indent=1)
+    return result
+
+
+def fmt(values):
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", nargs="+", default=["dsb2018", "shapes"], choices=list(ROWS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--iters", type=int, default=0, help="override SOLVER.MAX_ITER (0: config's)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "output", "ablation"))
+    args = ap.parse_args()
+    lines = []
+    for ds in args.datasets:
+        results = {name: [] for name, _, _ in ROWS[ds]}
+        for seed in args.seeds:
+            for name, cfg, opts in ROWS[ds]:
+                results[name].append(run_one(ds, seed, name, cfg, opts, args.out, args.iters))
+        extra = ["AP@100"] if ds == "dsb2018" else []
+        head = "| " + ds + " row | " + " | ".join(f"segm {m}" for m in METRICS + extra)
+        lines += [
+            "",
+            head + " | bbox AP | train s/iter |",
+            "|---" * (len(METRICS) + len(extra) + 3) + "|",
+        ]
+        for name, rs in results.items():
+            cells = [fmt([r["segm"][m] for r in rs]) for m in METRICS + extra]
+            cells.append(fmt([r["bbox"]["AP"] for r in rs]))
+            cells.append(fmt([r["s_per_iter"] for r in rs]).replace(" ± ", "±"))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"\n({ds}: mean ± half-range over seeds {args.seeds})")
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    open(os.path.join(args.out, "table.md"), "w").write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

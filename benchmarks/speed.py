@@ -1,0 +1,269 @@
+#!/usr/bin/env python
+"""End-to-end speed and memory of PolarRefine against detectron2's RetinaNet and Mask R-CNN.
+
+    .venv/bin/python benchmarks/speed.py                 # CPU, 512 x 683, 7 interleaved repeats
+    .venv/bin/python benchmarks/speed.py --device cuda --repeats 50
+
+All models are R-50-FPN with random weights, fed the same image, with score thresholds at 0 so
+every model carries a full candidate load (1000 per level, 100 detections). Inference is timed
+end to end: preprocessing -> backbone -> head -> refine -> NMS -> polygons, boxes and masks at
+output size (detectron2's own postprocessing for the baselines). Repeats are interleaved across
+models and medians reported, with ratios, because shared machines are noisy.
+
+Also: per-stage split for PolarRefine, training-step time per Table-1 row, and peak memory of a
+training step per row (CPU: peak RSS of a fresh subprocess running one step; CUDA:
+``torch.cuda.max_memory_allocated``).
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
+
+import polar_refine
+from polar_refine.modeling.postprocess import polar_postprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = {
+    "PolarMask (coarse only)": "polarmask_R_50_FPN_1x.yaml",
+    "PolarRefine (+refine)": "polar_refine_R_50_FPN_1x.yaml",
+    "PolarRefine (+refine +contour)": "polar_refine_contour_R_50_FPN_1x.yaml",
+}
+BASELINES = {
+    "RetinaNet R-50-FPN": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+    "Mask R-CNN R-50-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+}
+
+
+def polar_cfg(name, device):
+    cfg = get_cfg()
+    polar_refine.add_polar_refine_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, "configs/COCO-InstanceSegmentation", ROWS[name]))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.POLAR_REFINE.SCORE_THRESH_TEST = 0.0
+    return cfg
+
+
+def baseline_cfg(name, device):
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(BASELINES[name]))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    return cfg
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def image_input(h, w, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).float()
+    return {"image": img.to(device), "height": h, "width": w}
+
+
+def training_batch(h, w, n_images=2, n_inst=12, seed=0):
+    """Images with random star-convex polygon instances (COCO-like load)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n_images):
+        polys, boxes = [], []
+        for _ in range(n_inst):
+            cx, cy = torch.rand(2, generator=g) * torch.tensor(
+                [w * 0.8, h * 0.8]
+            ) + 0.1 * torch.tensor([w, h])
+            base = 15 + 120 * torch.rand(1, generator=g).item()
+            t = torch.arange(24) * 2 * math.pi / 24
+            r = base * (0.7 + 0.3 * torch.rand(24, generator=g))
+            xs = (cx + r * t.cos()).clamp(0, w - 1)
+            ys = (cy + r * t.sin()).clamp(0, h - 1)
+            polys.append([torch.stack([xs, ys], 1).flatten().tolist()])
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor(boxes))
+        inst.gt_classes = torch.randint(0, 80, (n_inst,), generator=g)
+        inst.gt_masks = PolygonMasks(polys)
+        img = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).float()
+        batch.append({"image": img, "instances": inst})
+    return batch
+
+
+@torch.no_grad()
+def polar_stages(model, inputs, device):
+    """PolarRefine inference split into stages; returns seconds per stage."""
+    t = {}
+    sync(device)
+    t0 = time.perf_counter()
+    images = model.preprocess_image(inputs)
+    feats_all = model.backbone(images.tensor)
+    feats = [feats_all[f] for f in model.head_in_features]
+    sync(device)
+    t1 = time.perf_counter()
+    cls, ctr, coarse = model.head(feats)
+    sync(device)
+    t2 = time.perf_counter()
+    img_idx, level, cells, cls_p, ctr_p, classes, r_coarse = model._select_candidates(
+        cls, ctr, coarse
+    )
+    r_fine = r_coarse
+    if model.refine is not None:
+        r_fine = model.refine(feats, model.strides, level, img_idx, cells, r_coarse)
+    sync(device)
+    t3 = time.perf_counter()
+    strides = torch.tensor(model.strides, device=cells.device, dtype=torch.float32)[level]
+    centers = (cells + 0.5) * strides[:, None]
+    res = model.inference_single_image(
+        centers, r_coarse, r_fine, cls_p * ctr_p, classes, tuple(images.image_sizes[0])
+    )
+    out = polar_postprocess(res, inputs[0]["height"], inputs[0]["width"], model.mask_on)
+    assert len(out) == model.max_detections_per_image
+    sync(device)
+    t4 = time.perf_counter()
+    t["backbone"] = t1 - t0
+    t["head"] = t2 - t1
+    t["candidates+refine"] = t3 - t2
+    t["post (NMS, polygons, masks)"] = t4 - t3
+    return t
+
+
+def train_step_time(model, batch, device, repeats):
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    times = []
+    with EventStorage():
+        for i in range(repeats + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            losses = model(batch)
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+            sync(device)
+            if i:  # first step is warm-up
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_train_memory(row, device, h, w):
+    """Peak memory of one training step of a row (MiB), measured in a fresh process on CPU."""
+    if device == "cuda":
+        model = build_model(polar_cfg(row, device))
+        batch = training_batch(h, w)
+        torch.cuda.reset_peak_memory_stats()
+        train_step_time(model, batch, device, 1)
+        return torch.cuda.max_memory_allocated() / 2**20
+    cmd = [sys.executable, __file__, "--worker-memory", row, "--height", str(h), "--width", str(w)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def worker_memory(row, h, w):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = build_model(polar_cfg(row, "cpu"))
+    batch = training_batch(h, w)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    train_step_time(model, batch, "cpu", 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "rss_before_step_mib": before}))
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--height", type=int, default=512)
+    ap.add_argument("--width", type=int, default=683)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--worker-memory", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker_memory:
+        return worker_memory(args.worker_memory, args.height, args.width)
+
+    torch.manual_seed(0)
+    dev, h, w = args.device, args.height, args.width
+    models = {n: build_model(polar_cfg(n, dev)).eval() for n in ROWS}
+    models.update({n: build_model(baseline_cfg(n, dev)).eval() for n in BASELINES})
+    inputs = [image_input(h, w, dev)]
+    times = {n: [] for n in models}
+    stages = {n: [] for n in ROWS}
+    with torch.no_grad():
+        for n, m in models.items():  # warm-up
+            m(inputs)
+        for _ in range(args.repeats):
+            for n, m in models.items():
+                sync(dev)
+                t0 = time.perf_counter()
+                m(inputs)
+                sync(dev)
+                times[n].append(time.perf_counter() - t0)
+            for n in ROWS:
+                stages[n].append(polar_stages(models[n], inputs, dev))
+
+    med = {n: statistics.median(v) for n, v in times.items()}
+    retina, mrcnn = med["RetinaNet R-50-FPN"], med["Mask R-CNN R-50-FPN"]
+    print(
+        f"\n## End-to-end inference, {h}x{w}, device {dev}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} interleaved repeats\n"
+    )
+    print("| model | ms / image | x RetinaNet | x Mask R-CNN |")
+    print("|---|---|---|---|")
+    for n, v in med.items():
+        print(f"| {n} | {1e3 * v:.0f} | {v / retina:.3f} | {v / mrcnn:.3f} |")
+    coarse = med["PolarMask (coarse only)"]
+    full = med["PolarRefine (+refine +contour)"]
+    print(f"\nrefine + contour over coarse-only (inference): {100 * (full / coarse - 1):+.1f}%")
+
+    print("\n## PolarRefine inference by stage (median ms)\n")
+    names = list(stages[next(iter(ROWS))][0])
+    print("| row | " + " | ".join(names) + " | post share |")
+    print("|---" * (len(names) + 2) + "|")
+    for n in ROWS:
+        s = {k: statistics.median(d[k] for d in stages[n]) for k in names}
+        total = sum(s.values())
+        print(
+            f"| {n} | "
+            + " | ".join(f"{1e3 * s[k]:.1f}" for k in names)
+            + f" | {100 * s[names[-1]] / total:.1f}% |"
+        )
+
+    if args.skip_train:
+        return
+    batch = training_batch(h, w)
+    if dev == "cuda":
+        batch = [{"image": b["image"].to(dev), "instances": b["instances"].to(dev)} for b in batch]
+    print(
+        f"\n## Training step (2 images {h}x{w}, 12 instances each; median of "
+        f"{args.train_repeats}) and peak memory\n"
+    )
+    print("| row | s / step | x coarse-only | peak memory MiB | x coarse-only |")
+    print("|---|---|---|---|---|")
+    tr, mem = {}, {}
+    for n in ROWS:
+        tr[n] = train_step_time(models[n], batch, dev, args.train_repeats)
+        mem[n] = peak_train_memory(n, dev, h, w)
+    c = "PolarMask (coarse only)"
+    for n in ROWS:
+        print(f"| {n} | {tr[n]:.2f} | {tr[n] / tr[c]:.3f} | {mem[n]:.0f} | {mem[n] / mem[c]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
