@@ -18,13 +18,18 @@ class PolarRefineModule(nn.Module):
     For a location ``(x_c, y_c)`` (feature-map cells) on a level of stride ``d`` and ray ``k``:
     ``x_k = x_c + r_k sin(theta_k) / d``, ``y_k = y_c + r_k cos(theta_k) / d`` (seed formula (1));
     the level's map (C channels) is sampled bilinearly at the K points, the K vectors are stacked
-    into a K*C contour feature, and a 1x1 convolution with K groups (one C->1 linear map per ray)
-    gives ``delta_r_k``, scaled by the stride ``d``. The output is ``r = r_coarse + delta_r``.
+    into a K*C contour feature, and a 1x1 convolution with K groups (one C->1 linear map per ray,
+    ``self.delta``) gives ``delta_r_k``, scaled by the stride ``d``. The output is
+    ``r = r_coarse + delta_r``.
 
-    It runs only on the locations it is given (positives in training, top-k candidates at test
-    time), never densely. Sampling coordinates are sanitised before ``grid_sample``: NaN becomes
-    the centre and the normalised grid is clamped to ``[-grid_clamp, grid_clamp]`` (a NaN grid
-    crashes grid_sample's CPU backward).
+    Implementation: bilinear sampling and the per-ray linear map are both linear, so they
+    commute: sampling C channels and then projecting them with ``w_k`` equals projecting the map
+    with ``w_k`` first (a 1x1 conv to K channels) and sampling channel ``k`` only. The module
+    does the latter, which reads 1 value per tap instead of C and is exactly the seed's operator
+    (`forward_reference` keeps the literal sample-stack-grouped-conv form; a test checks they
+    agree). It runs only on the locations it is given (positives in training, top-k candidates at
+    test time). Sampling coordinates are sanitised: NaN/inf radii sample outside the map (zeros),
+    so nothing non-finite reaches the gathers or their gradients.
     """
 
     @configurable
@@ -41,10 +46,12 @@ class PolarRefineModule(nn.Module):
             in_channels: C, channels of the sampled feature maps.
             num_rays: K.
             detach_coarse: compute sampling points from detached coarse radii.
-            grid_clamp: bound of the normalised sampling grid.
+            grid_clamp: bound of the sampling points in units of the map size (2.0: up to one
+                map size beyond each border; all such points read zeros).
         """
         super().__init__()
         self.num_rays = num_rays
+        self.in_channels = in_channels
         self.detach_coarse = detach_coarse
         self.grid_clamp = float(grid_clamp)
         self.delta = nn.Conv1d(num_rays * in_channels, num_rays, kernel_size=1, groups=num_rays)
@@ -62,41 +69,37 @@ class PolarRefineModule(nn.Module):
             "grid_clamp": pr.REFINE.GRID_CLAMP,
         }
 
-    def sample_contour_features(
-        self,
-        feature: torch.Tensor,
-        image_idx: torch.Tensor,
-        cells: torch.Tensor,
-        radii: torch.Tensor,
-        stride: float,
-    ) -> torch.Tensor:
-        """Bilinear samples of one level at the K contour points of each location.
+    def contour_points(self, cells: torch.Tensor, radii: torch.Tensor, stride: float, hw):
+        """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y)."""
+        h, w = hw
+        pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride
+        lo = -(self.grid_clamp - 1.0) * pts.new_tensor([w, h]) / 2 - 1.0
+        hi = pts.new_tensor([w, h]) - lo - 1.0
+        pts = torch.nan_to_num(pts, nan=-2.0, posinf=float(max(h, w)) * 4, neginf=-2.0)
+        return torch.maximum(torch.minimum(pts, hi), lo)
 
-        Args:
-            feature: (N, C, H, W) one FPN level.
-            image_idx: (P,) image of each location.
-            cells: (P, 2) location (x, y) in feature cells of this level.
-            radii: (P, K) radii in input pixels.
-            stride: d.
+    def _sample_projected(self, proj: torch.Tensor, image_idx, pts: torch.Tensor) -> torch.Tensor:
+        """Bilinear sample (zeros outside) channel k of ``proj`` at ray k's point.
 
-        Returns:
-            (P, K, C) contour features.
+        proj: (N, K, H, W); image_idx: (P,); pts: (P, K, 2) in cells (cell centres at integers,
+        the convention of ``grid_sample(align_corners=False)``). Returns (P, K).
         """
-        n, c, h, w = feature.shape
-        p = cells.shape[0]
-        pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride  # (P, K, 2) cells
-        scale = pts.new_tensor([2.0 / w, 2.0 / h])
-        grid = (pts + 0.5) * scale - 1.0  # align_corners=False: cell centres at (i + 0.5) / size
-        grid = torch.nan_to_num(grid, nan=0.0).clamp(-self.grid_clamp, self.grid_clamp)
-        out = feature.new_zeros(p, self.num_rays, c)
-        for i in range(n):
-            sel = (image_idx == i).nonzero().flatten()
-            if sel.numel() == 0:
-                continue
-            sampled = F.grid_sample(
-                feature[i : i + 1], grid[sel][None], mode="bilinear", align_corners=False
-            )  # (1, C, P_i, K)
-            out = out.index_put((sel,), sampled[0].permute(1, 2, 0))
+        n, k, h, w = proj.shape
+        flat = proj.reshape(-1)
+        x0 = pts[..., 0].floor()
+        y0 = pts[..., 1].floor()
+        fx = pts[..., 0] - x0
+        fy = pts[..., 1] - y0
+        x0 = x0.long()
+        y0 = y0.long()
+        base = (image_idx[:, None] * k + torch.arange(k, device=proj.device)[None]) * (h * w)
+        out = proj.new_zeros(pts.shape[:2])
+        for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                            (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):  # fmt: skip
+            xi, yi = x0 + dx, y0 + dy
+            valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            idx = base + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)
+            out = out + flat[idx] * (wgt * valid)
         return out
 
     def forward(
@@ -124,18 +127,43 @@ class PolarRefineModule(nn.Module):
         if p == 0:
             return coarse_radii + self.delta.bias.sum() * 0.0
         r = coarse_radii.detach() if self.detach_coarse else coarse_radii
-        ctx = torch.zeros(
-            p, self.num_rays, features[0].shape[1], dtype=features[0].dtype, device=r.device
-        )
-        stride_per_point = r.new_zeros(p)
+        weight = self.delta.weight.reshape(self.num_rays, self.in_channels, 1, 1)
+        delta = r.new_zeros(p, self.num_rays)
         for level, (feat, stride) in enumerate(zip(features, strides)):
             sel = (level_idx == level).nonzero().flatten()
             if sel.numel() == 0:
                 continue
-            ctx = ctx.index_put(
-                (sel,),
-                self.sample_contour_features(feat, image_idx[sel], cells[sel], r[sel], stride),
-            )
-            stride_per_point[sel] = float(stride)
-        delta = self.delta(ctx.reshape(p, -1, 1)).squeeze(-1)  # (P, K): one C->1 map per ray
-        return coarse_radii + delta * stride_per_point[:, None]
+            images = image_idx[sel]
+            used = torch.unique(images)
+            # project only the images that have locations on this level
+            proj = F.conv2d(feat[used], weight)  # (n_used, K, H, W)
+            local = torch.searchsorted(used, images)
+            pts = self.contour_points(cells[sel], r[sel], stride, feat.shape[-2:])
+            d = self._sample_projected(proj, local, pts) + self.delta.bias
+            delta = delta.index_put((sel,), d * float(stride))
+        return coarse_radii + delta
+
+    def forward_reference(self, features, strides, level_idx, image_idx, cells, coarse_radii):
+        """The seed's operator written literally (sample C channels at K points with
+        ``grid_sample``, stack to K*C, grouped 1x1 conv). Same arguments and result as
+        `forward`; slower, kept for tests and as documentation."""
+        r = coarse_radii.detach() if self.detach_coarse else coarse_radii
+        p = r.shape[0]
+        out = r.new_zeros(p, self.num_rays)
+        for level, (feat, stride) in enumerate(zip(features, strides)):
+            sel = (level_idx == level).nonzero().flatten()
+            if sel.numel() == 0:
+                continue
+            h, w = feat.shape[-2:]
+            pts = self.contour_points(cells[sel], r[sel], stride, (h, w))
+            grid = (pts + 0.5) * pts.new_tensor([2.0 / w, 2.0 / h]) - 1.0
+            ctx = r.new_zeros(sel.numel(), self.num_rays, feat.shape[1])
+            for i in torch.unique(image_idx[sel]).tolist():
+                m = (image_idx[sel] == i).nonzero().flatten()
+                sampled = F.grid_sample(
+                    feat[i : i + 1], grid[m][None], mode="bilinear", align_corners=False
+                )  # (1, C, P_i, K)
+                ctx[m] = sampled[0].permute(1, 2, 0)
+            d = self.delta(ctx.reshape(sel.numel(), -1, 1)).squeeze(-1)  # one C->1 map per ray
+            out[sel] = d * float(stride)
+        return coarse_radii + out
