@@ -24,6 +24,7 @@ setup(
         "numpy<2",  # sal-detectron2 requires numpy<2
         "opencv-python<4.12",  # 4.12+ requires numpy>=2
         "tqdm",
+        "shapely",  # detectron2 needs it to crop polygon annotations (INPUT.CROP, dsb2018)
     ],
     extras_require={"dev": ["pytest", "ruff"]},
 )

@@ -53,7 +53,7 @@ step "install detectron2's runtime dependencies (pinned as upstream pins them)"
 "${PIP[@]}" install "fvcore>=0.1.5,<0.1.6" "iopath>=0.1.7,<0.1.10" "setuptools<81" \
   "pycocotools>=2.0.2" "Pillow>=7.1" "matplotlib" "termcolor>=1.1" "yacs>=0.1.8" "tabulate" \
   "cloudpickle" "tqdm>4.29.0" "tensorboard" "hydra-core>=1.1" "omegaconf>=2.1,<2.4" \
-  "packaging" "numpy<2" "opencv-python<4.12"
+  "packaging" "numpy<2" "opencv-python<4.12" "shapely"
 
 step "install polar_refine (editable) with its test tools"
 "${PIP[@]}" install --no-build-isolation -e "$ROOT[dev]"
