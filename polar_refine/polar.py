@@ -27,6 +27,7 @@ __all__ = [
     "polygon_edges",
     "polygons_to_padded_edges",
     "edges_radii",
+    "edges_contain",
     "polygon_radii",
     "polygons_radii",
     "polar_iou",
@@ -156,6 +157,30 @@ def edges_radii(points: torch.Tensor, edges: torch.Tensor, num_rays: int) -> tor
         t = torch.where(hit, t, torch.zeros_like(t))
         out[start : start + chunk] = t.amax(dim=-1)
     return out
+
+
+def edges_contain(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Even-odd inside test of points against edge sets, vectorised in torch.
+
+    Args:
+        points: (P, 2).
+        edges: (E, 2, 2) shared, or (P, E, 2, 2) one set per point (zero-length padding is
+            ignored). A hole drawn as another part of the same object counts as outside.
+
+    Returns:
+        (P,) bool.
+    """
+    points = points.to(torch.promote_types(points.dtype, torch.float32))
+    edges = edges.to(device=points.device, dtype=points.dtype)
+    if edges.dim() == 3:
+        edges = edges[None]
+    a, b = edges[..., 0, :], edges[..., 1, :]  # (P|1, E, 2)
+    px, py = points[:, None, 0], points[:, None, 1]
+    straddle = (a[..., 1] > py) != (b[..., 1] > py)
+    dy = b[..., 1] - a[..., 1]
+    dy = torch.where(dy.abs() < 1e-12, torch.full_like(dy, 1e-12), dy)
+    x_cross = a[..., 0] + (py - a[..., 1]) * (b[..., 0] - a[..., 0]) / dy
+    return (straddle & (px < x_cross)).sum(-1) % 2 == 1
 
 
 def polygon_radii(polygon: Polygon, points: torch.Tensor, num_rays: int) -> torch.Tensor:

@@ -65,11 +65,12 @@ class PolarTargetAssigner:
     * scale: its level's size range holds the largest location-to-box distance;
     * ties: a location fitting several instances goes to the one with the smallest mask area;
     * radii: exact ray-polygon intersection over every part of the instance, farthest crossing
-      (`polar.edges_radii`); a candidate whose location is outside the object (some ray meets
-      nothing) is dropped, so unmeasurable radii never reach the loss;
-    * an instance left with no positive (tiny objects between grid points) gets the location
-      of its level nearest to its mass centre, if that location is free; its centerness target
-      (and so its regression weight) is 0 when some of its rays miss the object;
+      (`polar.edges_radii`); a candidate whose location is outside the object (even-odd test, so
+      the hole of a ring is outside) is dropped, so unmeasurable radii never reach the loss;
+    * an instance left with no positive (tiny or thin objects between grid points) gets the free
+      location nearest to its mass centre, preferring locations inside the object on its level,
+      then inside it on any level, then any location of its level; in the last case some rays
+      may miss the object, and its centerness target (so its regression weight) is 0;
     * instances with ``gt_iscrowd`` set are never assigned.
     """
 
@@ -194,24 +195,23 @@ class PolarTargetAssigner:
         )  # (M, E, 2, 2)
         pos_idx = (matched >= 0).nonzero().flatten()
         radii = polar.edges_radii(points[pos_idx], edges[matched[pos_idx]], self.num_rays)
-        inside = radii.amin(1) > 0
+        inside = (radii.amin(1) > 0) & polar.edges_contain(points[pos_idx], edges[matched[pos_idx]])
         matched[pos_idx[~inside]] = -1
         pos_idx, radii = pos_idx[inside], radii[inside]
 
-        # Fallback: instances without a positive take their nearest free location of their level.
+        # Fallback: an instance without a positive takes the free location nearest to its mass
+        # centre among, in order of preference: locations inside the object on its own level,
+        # inside the object on any level, any location of its level.
         has_pos = torch.zeros(len(parts_all), dtype=torch.bool, device=dev)
         has_pos[matched[pos_idx]] = True
         if not has_pos.all():
-            d2 = ((points[None] - centers[:, None]) ** 2).sum(-1)
-            d2 = torch.where(in_range, d2, torch.full_like(d2, float("inf")))
-            nearest_d, nearest = d2.min(1)
             extra_loc, extra_inst = [], []
-            order = torch.argsort(areas)  # smallest objects first win a contested location
-            for m in order.tolist():
-                if has_pos[m] or not torch.isfinite(nearest_d[m]):
+            for m in torch.argsort(areas).tolist():  # smallest objects first
+                if has_pos[m]:
                     continue
-                loc = int(nearest[m])
-                if matched[loc] >= 0:
+                loc = self._fallback_location(points, centers[m], in_box[m], in_range[m],
+                                              edges[m], matched)  # fmt: skip
+                if loc is None:
                     continue
                 matched[loc] = m
                 extra_loc.append(loc)
@@ -233,3 +233,19 @@ class PolarTargetAssigner:
             "radii": radii,
             "centerness": polar.polar_centerness(radii),
         }
+
+    @staticmethod
+    def _fallback_location(points, center, in_box, in_range, edges, matched):
+        """Index of the fallback location of one instance, or None (see the class docstring)."""
+        free = matched < 0
+        d2 = ((points - center) ** 2).sum(-1)
+        box_idx = (in_box & free).nonzero().flatten()
+        if box_idx.numel():
+            inside = polar.points_in_polygons(points[box_idx].cpu(), edges.cpu()).to(points.device)
+            for pool in (box_idx[inside & in_range[box_idx]], box_idx[inside]):
+                if pool.numel():
+                    return int(pool[d2[pool].argmin()])
+        pool = (in_range & free).nonzero().flatten()
+        if pool.numel():
+            return int(pool[d2[pool].argmin()])
+        return None
