@@ -142,22 +142,30 @@ def polar_stages(model, inputs, device):
     return t
 
 
-def train_step_time(model, batch, device, repeats):
+def train_step(model, opt, batch, device):
+    """One SGD step; returns its wall time in seconds."""
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    times = []
+    sync(device)
+    t0 = time.perf_counter()
+    losses = model(batch)
+    opt.zero_grad()
+    sum(losses.values()).backward()
+    opt.step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def train_step_times(models, batch, device, repeats):
+    """Median step time per model, steps interleaved across models (first round = warm-up)."""
+    opts = {n: torch.optim.SGD(m.parameters(), lr=1e-4) for n, m in models.items()}
+    times = {n: [] for n in models}
     with EventStorage():
-        for i in range(repeats + 1):
-            sync(device)
-            t0 = time.perf_counter()
-            losses = model(batch)
-            opt.zero_grad()
-            sum(losses.values()).backward()
-            opt.step()
-            sync(device)
-            if i:  # first step is warm-up
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for r in range(repeats + 1):
+            for n, m in models.items():
+                t = train_step(m, opts[n], batch, device)
+                if r:
+                    times[n].append(t)
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def peak_train_memory(row, device, h, w):
@@ -166,7 +174,7 @@ def peak_train_memory(row, device, h, w):
         model = build_model(polar_cfg(row, device))
         batch = training_batch(h, w)
         torch.cuda.reset_peak_memory_stats()
-        train_step_time(model, batch, device, 1)
+        train_step_times({row: model}, batch, device, 1)
         return torch.cuda.max_memory_allocated() / 2**20
     cmd = [sys.executable, __file__, "--worker-memory", row, "--height", str(h), "--width", str(w)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -178,7 +186,7 @@ def worker_memory(row, h, w):
     model = build_model(polar_cfg(row, "cpu"))
     batch = training_batch(h, w)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    train_step_time(model, batch, "cpu", 1)
+    train_step_times({row: model}, batch, "cpu", 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mib": peak, "rss_before_step_mib": before}))
 
@@ -252,14 +260,12 @@ def main():
         batch = [{"image": b["image"].to(dev), "instances": b["instances"].to(dev)} for b in batch]
     print(
         f"\n## Training step (2 images {h}x{w}, 12 instances each; median of "
-        f"{args.train_repeats}) and peak memory\n"
+        f"{args.train_repeats} interleaved) and peak memory\n"
     )
     print("| row | s / step | x coarse-only | peak memory MiB | x coarse-only |")
     print("|---|---|---|---|---|")
-    tr, mem = {}, {}
-    for n in ROWS:
-        tr[n] = train_step_time(models[n], batch, dev, args.train_repeats)
-        mem[n] = peak_train_memory(n, dev, h, w)
+    tr = train_step_times({n: models[n] for n in ROWS}, batch, dev, args.train_repeats)
+    mem = {n: peak_train_memory(n, dev, h, w) for n in ROWS}
     c = "PolarMask (coarse only)"
     for n in ROWS:
         print(f"| {n} | {tr[n]:.2f} | {tr[n] / tr[c]:.3f} | {mem[n]:.0f} | {mem[n] / mem[c]:.3f} |")
