@@ -332,3 +332,22 @@ def test_build_evaluator_from_config(dataset, tmp_path):
     assert evaluator._num_rays == 24
     assert evaluator._max_dets_per_image == [1, 10, cfg.TEST.DETECTIONS_PER_IMAGE]
     assert not evaluator._use_fast_impl
+
+
+def test_ap_at_100_detections_when_more_are_allowed(dataset, tmp_path):
+    """With max_dets_per_image > 100, AP counts up to that many and AP@100 the first 100."""
+    per_image = noisy_predictions()
+    # 150 high-scoring junk detections on image 10 push its true positives past rank 100
+    junk = [(resample(circle(8 + (i % 10) * 6, 8 + (i // 10) * 3, 3)), 0, 0.99) for i in range(150)]
+    per_image[10] = junk + per_image[10]
+    inputs, outputs = make_outputs(per_image)
+    ev400 = PolarCOCOEvaluator(
+        dataset, distributed=False, output_dir=str(tmp_path), max_dets_per_image=400
+    )
+    res400 = run(ev400, inputs, outputs)
+    res100 = run(
+        PolarCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path)), inputs, outputs
+    )
+    assert "AP@100" in res400["segm"] and "AP@100" not in res100["segm"]
+    assert abs(res400["segm"]["AP@100"] - res100["segm"]["AP"]) < 1e-6
+    assert res400["segm"]["AP"] > res400["segm"]["AP@100"]
