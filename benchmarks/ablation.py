@@ -45,7 +45,7 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     out = os.path.join(out_root, dataset, f"{slug}_seed{seed}")
     done = os.path.join(out, "result.json")
     if os.path.isfile(done):
-        return json.load(open(done))
+        return dict(json.load(open(done)), s_per_iter=seconds_per_iter(out))
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
            os.path.join(ROOT, cfg), *opts, "SEED", str(seed), "OUTPUT_DIR", out]  # fmt: skip
     if iters:
@@ -56,19 +56,25 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "stdout.txt"), "w") as log:
         subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
-    res = [r for r in rows if "segm/AP" in r][-1]
-    speed = re.findall(
-        r"Overall training speed: .*\(([\d.]+) s / it\)", open(os.path.join(out, "log.txt")).read()
-    )
+    res = [r for r in _metrics(out) if "segm/AP" in r][-1]
     result = {
         "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
         "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
-        "s_per_iter": float(speed[-1]) if speed else None,
         "wall_s": time.time() - t0,
     }
     json.dump(result, open(done, "w"), indent=1)
-    return result
+    return dict(result, s_per_iter=seconds_per_iter(out))
+
+
+def _metrics(out):
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+
+
+def seconds_per_iter(out):
+    """Median over the run of detectron2's per-20-iteration median step time: robust to a few
+    slow windows (another job on the machine, a paused process)."""
+    times = [r["time"] for r in _metrics(out) if "time" in r and "total_loss" in r]
+    return statistics.median(times) if times else None
 
 
 def fmt(values):
