@@ -81,6 +81,12 @@ def main():
         f"frames in/out: {args.frames}/{n_out} at {args.height}x{args.width}, "
         f"{len(samples)} RSS samples over {samples[-1][0]:.1f} s"
     )
+    span = samples[-1][0] - samples[0][0]
+    marks = [
+        min(samples, key=lambda s: abs(s[0] - samples[0][0] - q * span))[1]
+        for q in (0.2, 0.4, 0.6, 0.8, 1.0)
+    ]
+    print("RSS at 20/40/60/80/100 % of the run: " + " / ".join(f"{m:.0f}" for m in marks) + " MiB")
     print(
         f"RSS at end of warm-up {base:.0f} MiB, max after {peak:.0f} MiB, final {after[-1]:.0f} "
         f"MiB: growth {100 * (peak / base - 1):+.1f} % (limit +5 %)"
