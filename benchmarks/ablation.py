@@ -94,12 +94,14 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=0, help="override SOLVER.MAX_ITER (0: config's)")
     ap.add_argument("--out", default=os.path.join(ROOT, "output", "ablation"))
+    ap.add_argument("--rows", nargs="+", default=None, help="only rows whose name has one of these")
     args = ap.parse_args()
     lines = []
     for ds in args.datasets:
-        results = {name: [] for name, _, _ in ROWS[ds]}
+        rows = [r for r in ROWS[ds] if not args.rows or any(k in r[0] for k in args.rows)]
+        results = {name: [] for name, _, _ in rows}
         for seed in args.seeds:
-            for name, cfg, opts in ROWS[ds]:
+            for name, cfg, opts in rows:
                 results[name].append(run_one(ds, seed, name, cfg, opts, args.out, args.iters))
         extra = ["AP@100"] if ds == "dsb2018" else []
         head = "| " + ds + " row | " + " | ".join(f"segm {m}" for m in METRICS + extra)
