@@ -21,7 +21,10 @@ from polar_refine.data.shapes import (
     shape_polygon,
 )
 
-SHARED_DATA = "/work/shared/data"
+# ../shared/data beside the repository (as on the development and CI machines)
+SHARED_DATA = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+)
 
 
 @pytest.fixture(autouse=True)
