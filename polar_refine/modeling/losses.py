@@ -1,6 +1,6 @@
 """PolarRefine losses: L = L_cls + L_ctr + alpha * L_coarse + L_fine + L_contour."""
 
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,13 @@ from fvcore.nn import sigmoid_focal_loss_jit
 
 from ..polar import polar_iou_loss
 
-__all__ = ["classification_loss", "centerness_loss", "radius_loss", "contour_loss"]
+__all__ = [
+    "classification_loss",
+    "centerness_loss",
+    "radius_loss",
+    "contour_loss",
+    "zero_loss_like",
+]
 
 
 def classification_loss(
@@ -51,6 +57,3 @@ def contour_loss(
 def zero_loss_like(*tensors: torch.Tensor) -> torch.Tensor:
     """A zero that keeps every tensor in the graph (for DDP's unused-parameter check)."""
     return sum(t.sum() * 0.0 for t in tensors)
-
-
-LossDict = Dict[str, torch.Tensor]
