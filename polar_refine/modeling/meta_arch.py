@@ -92,6 +92,7 @@ class PolarRefine(DenseDetector):
         self.refine = refine
         self.contour = contour
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
+        self.contour_stride = shapes[self.contour_in_feature].stride
         self.num_classes = num_classes
         self.num_rays = num_rays
         self.size_ranges = level_size_ranges(self.strides, sizes_of_interest)
@@ -319,11 +320,10 @@ class PolarRefine(DenseDetector):
                     "polar_iou_coarse", polar_iou(pred_coarse, tgt_radii).mean().item()
                 )
         if self.contour is not None and contour_logits is not None:
-            stride = self.backbone.output_shape()[self.contour_in_feature].stride
             tgt = boundary_targets(
                 gt_instances,
                 contour_logits.shape[-2:],
-                stride,
+                self.contour_stride,
                 self.contour_boundary_width,
                 device=contour_logits.device,
             )
