@@ -15,7 +15,7 @@ from torch import nn
 
 import polar_refine
 from polar_refine import polar
-from polar_refine.modeling import PolarRefine
+from polar_refine.modeling import PolarRefine, polygons_to_masks
 
 ALL_LOSSES = {"loss_cls", "loss_ctr", "loss_coarse", "loss_fine", "loss_contour"}
 
@@ -319,28 +319,70 @@ def test_overfit_two_images_polar_iou_above_0_8():
         assert isinstance(o["instances"], Instances)
 
 
-def test_refine_projection_equals_seed_operator():
-    """project-then-sample (the fast path) == sample-stack-grouped-conv (seed), values and grads."""
+@pytest.mark.parametrize("used_levels", [(0, 1), (0, 2)])
+def test_refine_projection_equals_seed_operator(used_levels):
+    """project-then-sample (the fast path) == sample-stack-grouped-conv (seed), values and grads;
+    (0, 2) leaves the middle level without locations."""
     torch.manual_seed(0)
     mod = polar_refine.modeling.PolarRefineModule(in_channels=16, num_rays=36, detach_coarse=False)
     nn.init.normal_(mod.delta.weight, std=0.3)
     nn.init.normal_(mod.delta.bias, std=0.3)
-    feats = [torch.randn(3, 16, 20, 24), torch.randn(3, 16, 10, 12)]
+    feats = [torch.randn(3, 16, 20, 24), torch.randn(3, 16, 10, 12), torch.randn(3, 16, 5, 6)]
     p = 300
     cells = torch.rand(p, 2) * torch.tensor([23.0, 19.0])
-    level = torch.randint(0, 2, (p,))
-    cells[level == 1] /= 2
+    level = torch.tensor(used_levels)[torch.randint(0, 2, (p,))]
+    cells /= (2**level)[:, None]
     img = torch.randint(0, 3, (p,))
     coarse = torch.rand(p, 36) * 120  # many points fall outside the maps (zero padding)
     outs, grads = [], []
     for fn in (mod.forward, mod.forward_reference):
         f = [x.clone().requires_grad_(True) for x in feats]
         c = coarse.clone().requires_grad_(True)
-        out = fn(f, [8, 16], level, img, cells, c)
+        out = fn(f, [8, 16, 32], level, img, cells, c)
         (out * torch.linspace(-1, 1, 36)).sum().backward()
         outs.append(out)
-        grads.append((f[0].grad, f[1].grad, c.grad, mod.delta.weight.grad.clone()))
+        grads.append((*[x.grad for x in f], c.grad, mod.delta.weight.grad.clone()))
         mod.delta.weight.grad = None
     assert torch.allclose(outs[0], outs[1], atol=1e-4)
     for a, b in zip(*grads):
+        if a is None or b is None:  # a level without locations: no gradient, or zeros
+            assert (a if a is not None else b if b is not None else torch.zeros(1)).abs().max() == 0
+            continue
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def _pixel_centre_truth(polys, h, w):
+    """Independent reference: even-odd test of every pixel centre (polar.edges_contain)."""
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    centres = torch.stack([xs.flatten(), ys.flatten()], 1).double()
+    out = []
+    for p in polys.double():
+        edges = torch.stack([p, p.roll(-1, 0)], 1)  # (K, 2, 2)
+        out.append(polar.edges_contain(centres, edges).reshape(h, w))
+    return torch.stack(out)
+
+
+def test_masks_follow_the_pixel_centre_rule_on_both_paths():
+    """CPU path and GPU (scanline, run here on the CPU) path == even-odd at pixel centres."""
+    from polar_refine.modeling.postprocess import polygons_to_masks_scanline
+
+    g = torch.Generator().manual_seed(0)
+    h, w, k = 37, 53, 36
+    centres = torch.rand(40, 2, generator=g) * torch.tensor([w, h])
+    radii = 2 + 25 * torch.rand(40, k, generator=g)  # concave, some far outside the image
+    radii[0] = 0.0  # degenerate
+    polys = polar.radii_to_points(centres, radii)
+    polys[1] = torch.tensor([[2.0, 2.0], [10.0, 2.0], [10.0, 9.0], [2.0, 9.0]]).repeat(9, 1)
+    polys[2, :, 1] = 12.5  # horizontal line: no area
+    polys[3, 5] = float("nan")  # a non-finite vertex must not crash either path
+    truth = _pixel_centre_truth(polys[:3], h, w)
+    assert truth[1].sum() == 8 * 7 and truth[0].sum() == 0 and truth[2].sum() == 0
+    truth = torch.cat([truth, _pixel_centre_truth(torch.nan_to_num(polys[3:], nan=-0.5), h, w)])
+    cpu = polygons_to_masks(polys, h, w)
+    scan = polygons_to_masks_scanline(polys, h, w, max_elements=5000)  # several chunks
+    assert cpu.dtype == scan.dtype == torch.bool and cpu.shape == (40, h, w)
+    assert torch.equal(cpu, truth)
+    assert torch.equal(scan, truth)
+    for fn in (polygons_to_masks, polygons_to_masks_scanline):
+        assert fn(polys[:0], h, w).shape == (0, h, w)
+        assert fn(polys[:2], 0, w).shape == (2, 0, w)

@@ -1,13 +1,18 @@
 """Post-processing: polygons at output size, boxes from their extents, rasterised masks."""
 
-import cv2
+import math
+
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["polygons_to_boxes", "polygons_to_masks", "polar_postprocess"]
-
-_SHIFT = 4  # cv2 fixed-point bits for sub-pixel rasterisation
+__all__ = [
+    "polygons_to_boxes",
+    "polygons_to_masks",
+    "polygons_to_masks_scanline",
+    "polygon_row_spans",
+    "polar_postprocess",
+]
 
 
 def polygons_to_boxes(polygons: torch.Tensor) -> torch.Tensor:
@@ -18,23 +23,101 @@ def polygons_to_boxes(polygons: torch.Tensor) -> torch.Tensor:
 
 
 def polygons_to_masks(polygons: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Rasterise (N, K, 2) polygons into (N, height, width) bool masks.
+    """Rasterise (N, K, 2) polygons into (N, height, width) bool masks on their device.
 
     Coordinates are continuous pixel coordinates (pixel (i, j) covers [j, j+1) x [i, i+1), the
-    COCO/pycocotools convention): a pixel is set when its centre is inside the polygon. Each
-    polygon is filled only over its own extent by ``cv2.fillPoly``, so the cost grows with the
-    polygons' area, not with image area x detections (beyond allocating the output).
+    COCO/pycocotools convention): a pixel is set when its centre is inside the polygon (even-odd
+    rule). Each row's inside spans come from `polygon_row_spans`; on the CPU every polygon is
+    filled over its own rows only (cost ~ its extent), on a GPU all polygons at once through a
+    difference array summed along rows (no host synchronisation, no copy to the host).
     """
     n = polygons.shape[0]
-    masks = np.zeros((n, height, width), dtype=np.uint8)
-    if n:
-        pts = polygons.detach().float().cpu().numpy() - 0.5  # pixel centres at integers for cv2
-        pts = np.nan_to_num(pts, nan=-1.0, posinf=-1.0, neginf=-1.0)
-        pts = np.clip(pts, -1.0, max(height, width) + 1.0)
-        fixed = np.round(pts * (1 << _SHIFT)).astype(np.int32)
-        for i in range(n):
-            cv2.fillPoly(masks[i], [fixed[i]], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-    return torch.from_numpy(masks).to(device=polygons.device, dtype=torch.bool)
+    if n == 0 or height == 0 or width == 0 or polygons.shape[1] < 3:
+        return torch.zeros(n, height, width, dtype=torch.bool, device=polygons.device)
+    if polygons.device.type != "cpu":
+        return polygons_to_masks_scanline(polygons, height, width)
+    pts = polygons.detach().double().numpy()
+    pts = np.nan_to_num(pts, nan=-0.5, posinf=-0.5, neginf=-0.5)
+    masks = np.zeros((n, height, width), dtype=bool)  # lazily zeroed pages
+    for i in range(n):  # each polygon over its own extent only
+        (x_lo, y_lo), (x_hi, y_hi) = pts[i].min(0), pts[i].max(0)
+        r0, r1 = max(0, math.ceil(y_lo - 0.5)), min(height, math.floor(y_hi - 0.5) + 1)
+        c0, c1 = max(0, math.ceil(x_lo - 0.5)), min(width, math.floor(x_hi - 0.5) + 1)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+        start, end = _spans_np(pts[i] - (c0, 0), yc, c1 - c0)  # (R, K // 2), local columns
+        row = np.arange(r1 - r0)[:, None] * (c1 - c0 + 1)
+        size = (r1 - r0) * (c1 - c0 + 1)
+        diff = np.bincount((row + start).ravel(), minlength=size)
+        diff -= np.bincount((row + end).ravel(), minlength=size)
+        inside = diff.reshape(r1 - r0, c1 - c0 + 1).cumsum(1)[:, :-1] > 0
+        masks[i, r0:r1, c0:c1] = inside
+    return torch.from_numpy(masks)
+
+
+def _spans_np(poly: np.ndarray, yc: np.ndarray, width: int):
+    """`polygon_row_spans` of one (K, 2) polygon on rows with centres ``yc`` (R, 1), in numpy."""
+    k = poly.shape[0]
+    nxt = np.roll(poly, -1, axis=0)
+    x0, y0, x1, y1 = poly[:, 0], poly[:, 1], nxt[:, 0], nxt[:, 1]
+    cross = (y0 > yc) != (y1 > yc)  # (R, K)
+    t = (yc - y0) / np.where(cross, y1 - y0, 1.0)
+    xs = np.sort(np.where(cross, x0 + t * (x1 - x0), np.inf), axis=1)[:, : 2 * (k // 2)]
+    with np.errstate(invalid="ignore"):
+        start = np.clip(np.floor(xs[:, 0::2] - 0.5) + 1, 0, width)
+        end = np.maximum(np.clip(np.ceil(xs[:, 1::2] - 0.5), 0, width), start)
+    return start.astype(np.int64), end.astype(np.int64)
+
+
+def polygon_row_spans(polygons: torch.Tensor, height: int, width: int):
+    """Inside spans of (N, K, 2) polygons on every pixel row, by the even-odd rule at centres.
+
+    For each polygon and row, the K edges' crossings with the row's centre line ``y = i + 0.5``
+    are sorted; pixel j is inside when ``c_2m < j + 0.5 < c_2m+1`` for some m.
+
+    Returns:
+        start, end: (N, height, K // 2) long in [0, width], ``end >= start``; the pixels
+        ``start <= j < end`` of a row are inside (empty spans have ``start == end``).
+    """
+    k = polygons.shape[1]
+    device = polygons.device
+    pts = torch.nan_to_num(polygons.detach().float(), nan=-0.5, posinf=-0.5, neginf=-0.5)
+    nxt = pts.roll(-1, dims=1)
+    x0, y0 = pts[:, None, :, 0], pts[:, None, :, 1]  # (N, 1, K)
+    x1, y1 = nxt[:, None, :, 0], nxt[:, None, :, 1]
+    yc = torch.arange(height, device=device, dtype=torch.float32)[None, :, None] + 0.5
+    cross = (y0 > yc) != (y1 > yc)  # (N, H, K); half-open in y, so no vertex counts twice
+    t = (yc - y0) / torch.where(cross, y1 - y0, torch.ones_like(y1 - y0))
+    xs = torch.where(cross, x0 + t * (x1 - x0), torch.full_like(t, float("inf")))
+    # a closed polygon crosses a line an even number of times, at most K
+    xs = xs.sort(dim=-1).values[..., : 2 * (k // 2)]
+    start = ((xs[..., 0::2] - 0.5).floor() + 1).clamp(0, width)
+    end = torch.maximum((xs[..., 1::2] - 0.5).ceil().clamp(0, width), start)
+    return start.long(), end.long()
+
+
+def polygons_to_masks_scanline(
+    polygons: torch.Tensor, height: int, width: int, max_elements: int = 1 << 26
+) -> torch.Tensor:
+    """`polygons_to_masks` without host synchronisation (its GPU path; any device works).
+
+    Spans from `polygon_row_spans` are written as +1/-1 into a (N, H, W + 1) difference array
+    and summed along rows. Polygons are processed in chunks of at most ``max_elements`` mask
+    elements to bound memory.
+    """
+    n = polygons.shape[0]
+    out = torch.zeros(n, height, width, dtype=torch.bool, device=polygons.device)
+    if n == 0 or height == 0 or width == 0 or polygons.shape[1] < 3:
+        return out
+    chunk = max(1, max_elements // (height * (width + 1)))
+    for s in range(0, n, chunk):
+        start, end = polygon_row_spans(polygons[s : s + chunk], height, width)
+        diff = torch.zeros(*start.shape[:2], width + 1, dtype=torch.int32, device=out.device)
+        ones = torch.ones_like(start, dtype=torch.int32)
+        diff.scatter_add_(2, start, ones).scatter_add_(2, end, -ones)
+        out[s : s + chunk] = diff.cumsum(2)[..., :width] > 0
+    return out
 
 
 def polar_postprocess(

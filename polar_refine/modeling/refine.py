@@ -69,36 +69,47 @@ class PolarRefineModule(nn.Module):
             "grid_clamp": pr.REFINE.GRID_CLAMP,
         }
 
-    def contour_points(self, cells: torch.Tensor, radii: torch.Tensor, stride: float, hw):
-        """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y)."""
-        h, w = hw
-        pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride
-        lo = -(self.grid_clamp - 1.0) * pts.new_tensor([w, h]) / 2 - 1.0
-        hi = pts.new_tensor([w, h]) - lo - 1.0
-        pts = torch.nan_to_num(pts, nan=-2.0, posinf=float(max(h, w)) * 4, neginf=-2.0)
+    def contour_points(self, cells: torch.Tensor, radii: torch.Tensor, stride, hw):
+        """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y).
+
+        ``stride`` and ``hw`` are one level's (a float and (H, W)) or per location ((P,) and
+        (P, 2) tensors holding (W, H)).
+        """
+        if not torch.is_tensor(stride):
+            h, w = hw
+            stride = cells.new_tensor([float(stride)])
+            hw = cells.new_tensor([[float(w), float(h)]])
+        size = hw[:, None, :].to(cells.dtype)  # (P or 1, 1, 2) as (W, H)
+        pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride[:, None, None]
+        lo = -(self.grid_clamp - 1.0) * size / 2 - 1.0
+        hi = size - lo - 1.0
+        # non-finite points land outside the map (and are then clamped): they read zeros
+        pts = torch.nan_to_num(pts, nan=-2.0, posinf=1e6, neginf=-2.0)
         return torch.maximum(torch.minimum(pts, hi), lo)
 
-    def _sample_projected(self, proj: torch.Tensor, image_idx, pts: torch.Tensor) -> torch.Tensor:
-        """Bilinear sample (zeros outside) channel k of ``proj`` at ray k's point.
+    def _sample_projected(self, flat, base, size, pts: torch.Tensor) -> torch.Tensor:
+        """Bilinear sample (zeros outside) of projected maps stored flat.
 
-        proj: (N, K, H, W); image_idx: (P,); pts: (P, K, 2) in cells (cell centres at integers,
-        the convention of ``grid_sample(align_corners=False)``). Returns (P, K).
+        flat: all levels' (N, K, H_l, W_l) projections, flattened and concatenated; base: (P, K)
+        offset of each location's ray-k map in ``flat``; size: (P, 2) that map's (W, H); pts:
+        (P, K, 2) in cells (cell centres at integers, the convention of
+        ``grid_sample(align_corners=False)``). Returns (P, K).
         """
-        n, k, h, w = proj.shape
-        flat = proj.reshape(-1)
+        w = size[:, None, 0]
+        h = size[:, None, 1]
         x0 = pts[..., 0].floor()
         y0 = pts[..., 1].floor()
         fx = pts[..., 0] - x0
         fy = pts[..., 1] - y0
         x0 = x0.long()
         y0 = y0.long()
-        base = (image_idx[:, None] * k + torch.arange(k, device=proj.device)[None]) * (h * w)
-        out = proj.new_zeros(pts.shape[:2])
+        out = pts.new_zeros(pts.shape[:2])
         for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
                             (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):  # fmt: skip
             xi, yi = x0 + dx, y0 + dy
             valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            idx = base + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)
+            idx = base + torch.minimum(yi.clamp(min=0), h - 1) * w
+            idx = idx + torch.minimum(xi.clamp(min=0), w - 1)
             out = out + flat[idx] * (wgt * valid)
         return out
 
@@ -122,26 +133,31 @@ class PolarRefineModule(nn.Module):
         Returns:
             (P, K) refined radii ``r_coarse + delta_r`` (input pixels; may be negative before
             clamping by the caller).
+
+        All levels are handled at once, with no host synchronisation: every level's map is
+        projected (a 1x1 conv to K channels), the projections are concatenated flat, and each
+        location gathers from its own level's block.
         """
         p = coarse_radii.shape[0]
         if p == 0:
             return coarse_radii + self.delta.bias.sum() * 0.0
         r = coarse_radii.detach() if self.detach_coarse else coarse_radii
-        weight = self.delta.weight.reshape(self.num_rays, self.in_channels, 1, 1)
-        delta = r.new_zeros(p, self.num_rays)
-        for level, (feat, stride) in enumerate(zip(features, strides)):
-            sel = (level_idx == level).nonzero().flatten()
-            if sel.numel() == 0:
-                continue
-            images = image_idx[sel]
-            used = torch.unique(images)
-            # project only the images that have locations on this level
-            proj = F.conv2d(feat[used], weight)  # (n_used, K, H, W)
-            local = torch.searchsorted(used, images)
-            pts = self.contour_points(cells[sel], r[sel], stride, feat.shape[-2:])
-            d = self._sample_projected(proj, local, pts) + self.delta.bias
-            delta = delta.index_put((sel,), d * float(stride))
-        return coarse_radii + delta
+        k = self.num_rays
+        weight = self.delta.weight.reshape(k, self.in_channels, 1, 1)
+        projs = [F.conv2d(feat, weight) for feat in features]  # (N, K, H_l, W_l)
+        flat = torch.cat([q.reshape(-1) for q in projs])
+        numel = [q.numel() for q in projs]
+        offsets = r.new_tensor([sum(numel[:i]) for i in range(len(numel))], dtype=torch.long)
+        sizes = r.new_tensor([[q.shape[3], q.shape[2]] for q in projs], dtype=torch.long)
+        size = sizes[level_idx]  # (P, 2) as (W, H)
+        stride = r.new_tensor([float(s) for s in strides])[level_idx]
+        pts = self.contour_points(cells, r, stride, size)
+        rays = torch.arange(k, device=r.device)
+        base = offsets[level_idx, None] + (image_idx[:, None] * k + rays) * (
+            size[:, None, 0] * size[:, None, 1]
+        )
+        delta = self._sample_projected(flat, base, size, pts) + self.delta.bias
+        return coarse_radii + delta * stride[:, None]
 
     def forward_reference(self, features, strides, level_idx, image_idx, cells, coarse_radii):
         """The seed's operator written literally (sample C channels at K points with
