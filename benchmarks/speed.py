@@ -67,6 +67,10 @@ def baseline_cfg(name, device):
     return cfg
 
 
+def device_name(device):
+    return torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)"
+
+
 def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -229,13 +233,14 @@ def main():
     med = {n: statistics.median(v) for n, v in times.items()}
     retina, mrcnn = med["RetinaNet R-50-FPN"], med["Mask R-CNN R-50-FPN"]
     print(
-        f"\n## End-to-end inference, {h}x{w}, device {dev}, {torch.get_num_threads()} threads, "
+        f"\n## End-to-end inference, {h}x{w}, device {device_name(dev)}, "
+        f"{torch.get_num_threads()} threads, "
         f"median of {args.repeats} interleaved repeats\n"
     )
     print("| model | ms / image | x RetinaNet | x Mask R-CNN |")
     print("|---|---|---|---|")
     for n, v in med.items():
-        print(f"| {n} | {1e3 * v:.0f} | {v / retina:.3f} | {v / mrcnn:.3f} |")
+        print(f"| {n} | {1e3 * v:.1f} | {v / retina:.3f} | {v / mrcnn:.3f} |")
     coarse = med["PolarMask (coarse only)"]
     full = med["PolarRefine (+refine +contour)"]
     print(f"\nrefine + contour over coarse-only (inference): {100 * (full / coarse - 1):+.1f}%")
@@ -262,13 +267,16 @@ def main():
         f"\n## Training step (2 images {h}x{w}, 12 instances each; median of "
         f"{args.train_repeats} interleaved) and peak memory\n"
     )
-    print("| row | s / step | x coarse-only | peak memory MiB | x coarse-only |")
+    print("| row | ms / step | x coarse-only | peak memory MiB | x coarse-only |")
     print("|---|---|---|---|---|")
     tr = train_step_times({n: models[n] for n in ROWS}, batch, dev, args.train_repeats)
     mem = {n: peak_train_memory(n, dev, h, w) for n in ROWS}
     c = "PolarMask (coarse only)"
     for n in ROWS:
-        print(f"| {n} | {tr[n]:.2f} | {tr[n] / tr[c]:.3f} | {mem[n]:.0f} | {mem[n] / mem[c]:.3f} |")
+        print(
+            f"| {n} | {1e3 * tr[n]:.1f} | {tr[n] / tr[c]:.3f} | {mem[n]:.0f} | "
+            f"{mem[n] / mem[c]:.3f} |"
+        )
 
 
 if __name__ == "__main__":
