@@ -88,13 +88,14 @@ def seconds_per_iter(out):
     return statistics.median(times) if times else None
 
 
-def fmt(values):
+def fmt(values, digits=1):
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}"
+        return f"{values[0]:.{digits}f}"
+    mean, half = statistics.mean(values), (max(values) - min(values)) / 2
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def main():
@@ -127,7 +128,7 @@ def main():
         for name, rs in results.items():
             cells = [fmt([r["segm"][m] for r in rs]) for m in METRICS + extra]
             cells.append(fmt([r["bbox"]["AP"] for r in rs]))
-            cells.append(fmt([r["s_per_iter"] for r in rs]).replace(" ± ", "±"))
+            cells.append(fmt([r["s_per_iter"] for r in rs], 2).replace(" ± ", "±"))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append(
             f"\n({ds}: {args.iters or ITERS[ds]} iterations of 4 images; "

@@ -47,12 +47,20 @@ def polygons_to_masks(polygons: torch.Tensor, height: int, width: int) -> torch.
             continue
         yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
         start, end = _spans_np(pts[i] - (c0, 0), yc, c1 - c0)  # (R, K // 2), local columns
-        row = np.arange(r1 - r0)[:, None] * (c1 - c0 + 1)
-        size = (r1 - r0) * (c1 - c0 + 1)
-        diff = np.bincount((row + start).ravel(), minlength=size)
-        diff -= np.bincount((row + end).ravel(), minlength=size)
-        inside = diff.reshape(r1 - r0, c1 - c0 + 1).cumsum(1)[:, :-1] > 0
-        masks[i, r0:r1, c0:c1] = inside
+        keep = end > start
+        if (keep.sum(1) <= 1).all():  # one span per row (convex-like): compare directly
+            cols = np.arange(c1 - c0)
+            first = np.where(keep, start, 0).max(1, keepdims=True)
+            last = np.where(keep, end, 0).max(1, keepdims=True)
+            masks[i, r0:r1, c0:c1] = (cols >= first) & (cols < last)
+            continue
+        # several spans on some rows: +1/-1 at their ends, summed along rows (non-empty spans
+        # of a row never share a start, nor an end)
+        rows = np.broadcast_to(np.arange(r1 - r0)[:, None], start.shape)
+        diff = np.zeros((r1 - r0, c1 - c0 + 1), dtype=np.int8)
+        diff[rows[keep], start[keep]] += 1
+        diff[rows[keep], end[keep]] -= 1
+        masks[i, r0:r1, c0:c1] = np.cumsum(diff, axis=1, dtype=np.int8)[:, :-1] > 0
     return torch.from_numpy(masks)
 
 
