@@ -375,6 +375,9 @@ def test_masks_follow_the_pixel_centre_rule_on_both_paths():
     polys[1] = torch.tensor([[2.0, 2.0], [10.0, 2.0], [10.0, 9.0], [2.0, 9.0]]).repeat(9, 1)
     polys[2, :, 1] = 12.5  # horizontal line: no area
     polys[3, 5] = float("nan")  # a non-finite vertex must not crash either path
+    circles = (3 + 20 * torch.rand(6, 1, generator=g)).expand(6, k)
+    polys[4:10] = polar.radii_to_points(centres[4:10], circles)
+    polys[10] = torch.tensor([[3.2, 1.1], [40.7, 30.3], [38.9, 31.0], [1.6, 2.2]]).repeat(9, 1)
     truth = _pixel_centre_truth(polys[:3], h, w)
     assert truth[1].sum() == 8 * 7 and truth[0].sum() == 0 and truth[2].sum() == 0
     truth = torch.cat([truth, _pixel_centre_truth(torch.nan_to_num(polys[3:], nan=-0.5), h, w)])

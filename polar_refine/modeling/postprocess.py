@@ -2,6 +2,7 @@
 
 import math
 
+import cv2
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
@@ -48,11 +49,7 @@ def polygons_to_masks(polygons: torch.Tensor, height: int, width: int) -> torch.
         yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
         start, end = _spans_np(pts[i] - (c0, 0), yc, c1 - c0)  # (R, K // 2), local columns
         keep = end > start
-        if (keep.sum(1) <= 1).all():  # one span per row (convex-like): compare directly
-            cols = np.arange(c1 - c0)
-            first = np.where(keep, start, 0).max(1, keepdims=True)
-            last = np.where(keep, end, 0).max(1, keepdims=True)
-            masks[i, r0:r1, c0:c1] = (cols >= first) & (cols < last)
+        if _fill_single_spans(masks[i], r0, c0, start, end, keep):
             continue
         # several spans on some rows: +1/-1 at their ends, summed along rows (non-empty spans
         # of a row never share a start, nor an end)
@@ -62,6 +59,46 @@ def polygons_to_masks(polygons: torch.Tensor, height: int, width: int) -> torch.
         diff[rows[keep], end[keep]] -= 1
         masks[i, r0:r1, c0:c1] = np.cumsum(diff, axis=1, dtype=np.int8)[:, :-1] > 0
     return torch.from_numpy(masks)
+
+
+def _fill_single_spans(mask, r0, c0, start, end, keep) -> bool:
+    """Fill ``mask`` (H, W) bool from row spans with cv2 when every row between the first and
+    the last non-empty one has exactly one span and consecutive spans overlap; else return False.
+
+    The spans become an orthogonal "staircase" polygon whose vertices are pixel centres and whose
+    every edge runs through inside pixels only, so cv2's fill (interior plus boundary pixels)
+    paints exactly the spans.
+    """
+    count = keep.sum(1)
+    rows = np.flatnonzero(count)
+    if rows.size == 0:
+        return True
+    a, b = rows[0], rows[-1] + 1
+    if (count[a:b] != 1).any():
+        return False
+    s = np.where(keep[a:b], start[a:b], 0).max(1)  # first pixel of each row's span
+    last = np.where(keep[a:b], end[a:b], 0).max(1) - 1  # last pixel
+    if (np.maximum(s[:-1], s[1:]) > np.minimum(last[:-1], last[1:])).any():
+        return False  # rows not 4-connected
+    y = np.arange(a, b)
+    # left side, top to bottom: to the next row by a step through an inside pixel
+    right_step = s[1:] >= s[:-1]
+    mid_l = np.stack([np.where(right_step, s[1:], s[:-1]), np.where(right_step, y[:-1], y[1:])], 1)
+    left = np.empty((2 * len(y) - 1, 2), np.int64)
+    left[0::2] = np.stack([s, y], 1)
+    left[1::2] = mid_l
+    # right side, bottom to top
+    up_first = last[:-1] >= last[1:]
+    mid_r = np.stack(
+        [np.where(up_first, last[1:], last[:-1]), np.where(up_first, y[:-1], y[1:])], 1
+    )
+    right = np.empty((2 * len(y) - 1, 2), np.int64)
+    right[0::2] = np.stack([last, y], 1)
+    right[1::2] = mid_r
+    poly = np.concatenate([left, right[::-1]]) + (c0, r0)
+    view = mask.view(np.uint8)
+    cv2.fillPoly(view, [poly.astype(np.int32)], 1, lineType=cv2.LINE_8)
+    return True
 
 
 def _spans_np(poly: np.ndarray, yc: np.ndarray, width: int):
