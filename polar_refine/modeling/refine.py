@@ -69,17 +69,12 @@ class PolarRefineModule(nn.Module):
             "grid_clamp": pr.REFINE.GRID_CLAMP,
         }
 
-    def contour_points(self, cells: torch.Tensor, radii: torch.Tensor, stride, hw):
+    def contour_points(self, cells, radii, stride, size):
         """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y).
 
-        ``stride`` and ``hw`` are one level's (a float and (H, W)) or per location ((P,) and
-        (P, 2) tensors holding (W, H)).
+        ``stride``: (P,) each location's level stride; ``size``: (P, 2) its map's (W, H).
         """
-        if not torch.is_tensor(stride):
-            h, w = hw
-            stride = cells.new_tensor([float(stride)])
-            hw = cells.new_tensor([[float(w), float(h)]])
-        size = hw[:, None, :].to(cells.dtype)  # (P or 1, 1, 2) as (W, H)
+        size = size[:, None, :].to(cells.dtype)  # (P, 1, 2)
         pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride[:, None, None]
         lo = -(self.grid_clamp - 1.0) * size / 2 - 1.0
         hi = size - lo - 1.0
@@ -147,7 +142,7 @@ class PolarRefineModule(nn.Module):
         projs = [F.conv2d(feat, weight) for feat in features]  # (N, K, H_l, W_l)
         flat = torch.cat([q.reshape(-1) for q in projs])
         numel = [q.numel() for q in projs]
-        offsets = r.new_tensor([sum(numel[:i]) for i in range(len(numel))], dtype=torch.long)
+        offsets = r.new_tensor([0] + numel[:-1], dtype=torch.long).cumsum(0)
         sizes = r.new_tensor([[q.shape[3], q.shape[2]] for q in projs], dtype=torch.long)
         size = sizes[level_idx]  # (P, 2) as (W, H)
         stride = r.new_tensor([float(s) for s in strides])[level_idx]
@@ -171,7 +166,13 @@ class PolarRefineModule(nn.Module):
             if sel.numel() == 0:
                 continue
             h, w = feat.shape[-2:]
-            pts = self.contour_points(cells[sel], r[sel], stride, (h, w))
+            n = sel.numel()
+            pts = self.contour_points(
+                cells[sel],
+                r[sel],
+                r.new_full((n,), float(stride)),
+                r.new_tensor([[w, h]]).expand(n, 2),
+            )
             grid = (pts + 0.5) * pts.new_tensor([2.0 / w, 2.0 / h]) - 1.0
             ctx = r.new_zeros(sel.numel(), self.num_rays, feat.shape[1])
             for i in torch.unique(image_idx[sel]).tolist():
