@@ -2,6 +2,7 @@
 """Train and evaluate PolarRefine with detectron2's own machinery.
 
     python train_net.py --config-file configs/Shapes/polar_refine_tiny.yaml
+    python train_net.py --config-file configs/Shapes/polar_refine_tiny.py train.max_iter=100
     python train_net.py --config-file configs/Shapes/polar_refine_tiny.yaml --resume
     python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file CFG --num-gpus 8                     # one machine
@@ -10,6 +11,11 @@
 
 Without a GPU, ``--num-gpus N`` starts N CPU processes (gloo), and ``MODEL.DEVICE`` is set to
 "cpu" automatically.
+
+A ``.yaml`` config goes to `PolarRefineTrainer` (overrides: ``KEY VALUE`` pairs); a ``.py``
+(LazyConfig) config to `polar_refine.engine.lazy` (overrides: ``key=value``), modelled on
+detectron2's ``tools/lazyconfig_train_net.py``. ``--coco-dataset NAME JSON IMAGE_ROOT``
+(repeatable) registers a COCO-format folder under NAME first, in every process.
 """
 
 import logging
@@ -24,7 +30,13 @@ from detectron2.utils import comm
 
 import polar_refine  # noqa: F401  (registers PolarRefine, its head, evaluator and datasets)
 from polar_refine import add_polar_refine_config
+from polar_refine.data.user_datasets import (
+    add_dataset_arguments,
+    check_num_classes,
+    register_datasets_from_args,
+)
 from polar_refine.engine import PolarRefineTrainer
+from polar_refine.engine.lazy import lazy_main
 
 logger = logging.getLogger("polar_refine")
 
@@ -43,7 +55,13 @@ def setup(args):
 
 
 def main(args):
+    """Run in every process by ``launch``: register ``--coco-dataset``s, then train or test."""
+    registered = register_datasets_from_args(args)
+    if args.config_file.endswith(".py"):
+        return lazy_main(args)
     cfg = setup(args)
+    used = set(cfg.DATASETS.TRAIN) | set(cfg.DATASETS.TEST)
+    check_num_classes([n for n in registered if n in used], cfg.MODEL.POLAR_REFINE.NUM_CLASSES)
     if args.eval_only:
         model = PolarRefineTrainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -59,7 +77,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    args = add_dataset_arguments(default_argument_parser()).parse_args(argv)
     if args.config_file == "":
         args.config_file = os.path.join(
             os.path.dirname(os.path.abspath(__file__)), "configs/Shapes/polar_refine_tiny.yaml"

@@ -1,0 +1,33 @@
+"""COCO instance-segmentation data for PolarRefine as a LazyConfig ``dataloader``.
+
+detectron2's ``common/data/coco.py`` (``coco_2017_train`` / ``coco_2017_val``, 16 images per
+batch, 4 workers) with the settings of ``configs/Base-PolarRefine.yaml``: training images
+resized to 800 px on the short side (at most 1333), horizontal flips, polygon masks; testing at
+800 / 1333; evaluation by `PolarCOCOEvaluator` (polygons straight to COCO RLE, 100 detections
+per image). The results json goes to ``<train.output_dir>/inference/<dataset>`` (set by
+``polar_refine.engine.lazy.do_test`` when ``output_dir`` is left None).
+
+Instantiating ``dataloader.train`` / ``dataloader.test`` / ``dataloader.evaluator`` reads the
+datasets (``$DETECTRON2_DATASETS/coco``); the mappers alone need nothing on disk.
+"""
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.model_zoo import get_config
+
+from polar_refine.evaluation import PolarCOCOEvaluator
+
+dataloader = get_config("common/data/coco.py").dataloader
+
+dataloader.train.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=(800,), sample_style="choice", max_size=1333),
+    L(T.RandomFlip)(horizontal=True),
+]
+dataloader.train.mapper.use_instance_mask = True
+dataloader.train.mapper.instance_mask_format = "polygon"
+
+dataloader.evaluator = L(PolarCOCOEvaluator)(
+    dataset_name="${..test.dataset.names}",
+    output_dir=None,
+    max_dets_per_image=100,
+)
