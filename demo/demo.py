@@ -7,6 +7,11 @@ Examples (from anywhere; the default config is the repository's tiny Shapes conf
     python demo/demo.py --video-input clip.mp4 --output clip_vis.mp4 --show-coarse \\
         --opts MODEL.WEIGHTS output/shapes_tiny/model_final.pth
     python demo/demo.py --webcam --output recording.mp4 --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --onnx exported/model.onnx --input img1.jpg --output out_dir/
+
+With ``--onnx`` the model is an ONNX file written by ``export_model.py``, run by ONNX Runtime
+(``pip install -e .[export]``); the config then only names the classes, and the score threshold
+is the one the model was exported with.
 
 Without ``--output`` the results are shown in a window (Esc quits). Exit status: 0 on success,
 1 when some input image could not be read or written, 2 for a bad config, a source that cannot be
@@ -28,12 +33,15 @@ import numpy as np
 import torch
 import tqdm
 from detectron2.config import get_cfg
+from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from PIL import UnidentifiedImageError
 
 import polar_refine
+from polar_refine.data.user_datasets import add_dataset_arguments, register_datasets_from_args
+from polar_refine.export import ExportedModelError
 
 try:  # `python demo/demo.py`: the script's folder is on sys.path
     from predictor import VisualizationDemo, read_frames
@@ -113,12 +121,18 @@ def get_parser() -> argparse.ArgumentParser:
         help="also draw the coarse contours (before refinement) as dashed yellow lines",
     )
     parser.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="run this exported ONNX model with ONNX Runtime instead of building the model of "
+        "the config (which then only names the classes)",
+    )
+    parser.add_argument(
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
     )
-    return parser
+    return add_dataset_arguments(parser)  # --coco-dataset NAME JSON IMAGE_ROOT
 
 
 def resolve_config(path: str) -> str:
@@ -153,10 +167,35 @@ def build_demo(cfg, args) -> VisualizationDemo:
     """The predictor; a missing or incompatible checkpoint is a `DemoError`."""
     # Seeded, so that a model without weights (MODEL.WEIGHTS "") is the same in every run.
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)
+    if args.onnx:
+        return build_onnx_demo(cfg, args)
     try:
         return VisualizationDemo(cfg, show_coarse=args.show_coarse)
     except (AssertionError, OSError, RuntimeError, ValueError) as e:
         raise DemoError(f"cannot build the model from {cfg.MODEL.WEIGHTS!r}: {e}") from e
+
+
+def build_onnx_demo(cfg, args) -> VisualizationDemo:
+    """The demo around an ONNX Runtime predictor; an unusable file is a `DemoError`."""
+    from polar_refine.export import ONNXPredictor
+
+    try:
+        predictor = ONNXPredictor(args.onnx)
+    except ExportedModelError as e:
+        raise DemoError(str(e)) from e
+    exported = predictor.metadata.get("score_thresh_test")
+    if exported is not None and abs(exported - args.confidence_threshold) > 1e-9:
+        logger.warning(
+            "--confidence-threshold %g is ignored with --onnx: the model was exported with "
+            "MODEL.POLAR_REFINE.SCORE_THRESH_TEST %g",
+            args.confidence_threshold,
+            exported,
+        )
+    demo = VisualizationDemo(cfg, show_coarse=args.show_coarse, predictor=predictor)
+    classes = predictor.metadata.get("thing_classes")
+    if classes:  # the names stored at export win over the config's datasets
+        demo.metadata = Metadata(name=os.path.basename(args.onnx), thing_classes=list(classes))
+    return demo
 
 
 def has_display() -> bool:
@@ -253,7 +292,12 @@ def run_images(args, cfg) -> int:
             failed += 1
             continue
         start_time = time.time()
-        predictions, vis_output = demo.run_on_image(image)
+        try:
+            predictions, vis_output = demo.run_on_image(image)
+        except ExportedModelError as e:  # the ONNX predictor rejected or failed on it
+            report(f"cannot process image {path}: {e}")
+            failed += 1
+            continue
         logger.info(
             "%s: detected %d instances in %.2fs",
             path,
@@ -361,6 +405,8 @@ def run_video(args, cfg) -> int:
                 cv2.imshow(WINDOW_NAME, vis_frame)
                 if cv2.waitKey(1) == 27:
                     break  # Esc
+    except ExportedModelError as e:  # the ONNX predictor failed on a frame
+        raise DemoError(f"frame {count + 1} of {what} {source!r}: {e}") from e
     except KeyboardInterrupt:
         if webcam:
             logger.info("Stopped by Ctrl-C.")
@@ -386,6 +432,10 @@ def main(argv=None) -> int:
     setup_logger(name="polar_refine")
     logger.info("Arguments: %s", args)
     try:
+        try:
+            register_datasets_from_args(args)  # names the classes of a user's dataset
+        except (OSError, ValueError) as e:
+            raise DemoError(f"--coco-dataset: {e}") from e
         cfg = setup_cfg(args)
         if args.output is None and not has_display():
             raise DemoError("no display to show the results on: use --output")

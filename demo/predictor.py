@@ -1,7 +1,8 @@
 """Run a PolarRefine model on images or video frames and draw its polygons.
 
 `VisualizationDemo` wraps detectron2's `DefaultPredictor` (weights from ``cfg.MODEL.WEIGHTS``,
-test-time resizing, BGR input) and draws the refined contours with detectron2's `Visualizer`.
+test-time resizing, BGR input), or any predictor with its contract such as the ONNX Runtime
+`polar_refine.export.ONNXPredictor`, and draws the refined contours with detectron2's `Visualizer`.
 With ``show_coarse=True`` the coarse contours (before refinement) are drawn on top as thin
 dashed lines in `COARSE_COLOR`, so that the effect of the refinement is visible.
 """
@@ -116,22 +117,28 @@ def draw_coarse_polygons(
 class VisualizationDemo:
     """Predict with a PolarRefine model and draw its polygons, for single images or videos."""
 
-    def __init__(self, cfg, instance_mode=ColorMode.IMAGE, show_coarse: bool = False):
+    def __init__(
+        self, cfg, instance_mode=ColorMode.IMAGE, show_coarse: bool = False, predictor=None
+    ):
         """
         Args:
             cfg (CfgNode): a PolarRefine config; ``cfg.MODEL.WEIGHTS`` is loaded ("" keeps the
-                random initialisation).
+                random initialisation) unless ``predictor`` is given. Its datasets name the
+                classes.
             instance_mode (ColorMode): ``IMAGE`` (one colour per instance), ``SEGMENTATION`` (class
                 colours when the metadata has ``thing_colors``) or ``IMAGE_BW`` (grey background).
                 Videos support ``IMAGE`` and ``IMAGE_BW`` only (``SEGMENTATION`` falls back to
                 ``IMAGE`` there).
             show_coarse (bool): also draw the coarse contours (``pred_coarse_polygons``).
+            predictor: any callable BGR image -> ``{"instances": Instances}`` at the image's
+                size, e.g. `polar_refine.export.ONNXPredictor`; default: detectron2's
+                ``DefaultPredictor(cfg)``.
         """
         self.metadata = metadata_for(cfg)
         self.cpu_device = torch.device("cpu")
         self.instance_mode = instance_mode
         self.show_coarse = show_coarse
-        self.predictor = DefaultPredictor(cfg)
+        self.predictor = predictor if predictor is not None else DefaultPredictor(cfg)
 
     def run_on_image(self, image: np.ndarray) -> Tuple[dict, VisImage]:
         """Predict on one image and draw the result.

@@ -5,7 +5,6 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms
 from detectron2.modeling import Backbone, build_backbone
 from detectron2.modeling.meta_arch import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
@@ -23,7 +22,7 @@ from .losses import (
     radius_loss,
     zero_loss_like,
 )
-from .postprocess import polar_postprocess, polygons_to_boxes
+from .postprocess import batched_nms_polygons, polar_postprocess, polygons_to_boxes
 from .refine import PolarRefineModule
 from .targets import PolarTargetAssigner, level_size_ranges
 
@@ -359,26 +358,36 @@ class PolarRefine(DenseDetector):
     def _select_candidates(self, cls_logits, ctr_logits, coarse):
         """Per image and level: class probability > threshold, at most top-k (flattened).
 
-        Returns (img_idx, level, cells (P, 2), cls_prob, ctr_prob, classes, coarse radii (P, K)).
+        detectron2's dense-detector rule: threshold, then top-k of the kept in descending
+        probability, with k = min(top-k, kept) taken from tensor shapes so that a trace keeps it
+        dynamic (no Python branch on values).
+
+        Args:
+            cls_logits, ctr_logits, coarse: per level (N, L, H, W), (N, 1, H, W), (N, K, H, W).
+
+        Returns:
+            img_idx (P,), level (P,), cells (P, 2) (x, y) in cells of the level, cls_prob (P,),
+            ctr_prob (P,), classes (P,) long, coarse radii (P, K).
         """
         out = [[] for _ in range(7)]
+        topk = self.test_topk_candidates
         for lvl, (cl, ct, rd) in enumerate(zip(cls_logits, ctr_logits, coarse)):
-            n, num_cls, h, w = cl.shape
+            num_cls, w = cl.shape[1], cl.shape[3]
             probs = cl.flatten(2).sigmoid()  # (N, L, HW)
-            for i in range(n):
+            for i in range(len(probs)):
                 p = probs[i].t().flatten()  # (HW * L,) location-major
                 keep = (p > self.test_score_thresh).nonzero().flatten()
-                if keep.numel() > self.test_topk_candidates:
-                    top = p[keep].topk(self.test_topk_candidates).indices
-                    keep = keep[top]
+                num = keep.shape[0]  # a tensor while tracing
+                k = torch.clamp(num, max=topk) if isinstance(num, torch.Tensor) else min(num, topk)
+                prob, top = p[keep].topk(k)
+                keep = keep[top]
                 loc = keep // num_cls
-                cls_id = keep % num_cls
                 out[0].append(torch.full_like(loc, i))
                 out[1].append(torch.full_like(loc, lvl))
                 out[2].append(torch.stack([loc % w, loc // w], 1).float())
-                out[3].append(p[keep])
+                out[3].append(prob)
                 out[4].append(ct[i, 0].flatten()[loc].sigmoid())
-                out[5].append(cls_id)
+                out[5].append(keep % num_cls)
                 out[6].append(rd[i].flatten(1)[:, loc].t())
         return [torch.cat(x) for x in out]
 
@@ -401,15 +410,14 @@ class PolarRefine(DenseDetector):
             ``pred_boxes`` (polygon extents), ``scores``, ``pred_classes``.
         """
         polys = radii_to_points(centers, r_fine.clamp(min=0))
-        h, w = image_size
+        h, w = image_size  # ints, or 0-dim tensors while tracing
         # Locations in the batch padding are not in the image; non-finite outputs are dropped.
-        finite = torch.isfinite(polys).flatten(1).all(1) & torch.isfinite(scores)
-        finite &= (centers[:, 0] < w) & (centers[:, 1] < h)
-        if not finite.all():
-            polys, scores, classes = polys[finite], scores[finite], classes[finite]
-            centers, r_coarse = centers[finite], r_coarse[finite]
-        boxes = polygons_to_boxes(polys)
-        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh)
+        # (Always indexed, never branched on, so that a trace keeps the filter.)
+        keep = torch.isfinite(polys).flatten(1).all(1) & torch.isfinite(scores)
+        keep = keep & (centers[:, 0] < w) & (centers[:, 1] < h)
+        polys, scores, classes = polys[keep], scores[keep], classes[keep]
+        centers, r_coarse = centers[keep], r_coarse[keep]
+        keep = batched_nms_polygons(polygons_to_boxes(polys), scores, classes, self.test_nms_thresh)
         keep = keep[: self.max_detections_per_image]
         res = Instances(image_size)
         res.pred_polygons = polys[keep]

@@ -6,8 +6,11 @@ import cv2
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
+from torchvision.ops import nms
 
 __all__ = [
+    "batched_nms_polygons",
+    "clip_polygons",
     "polygons_to_boxes",
     "polygons_to_masks",
     "polygons_to_masks_scanline",
@@ -17,10 +20,42 @@ __all__ = [
 
 
 def polygons_to_boxes(polygons: torch.Tensor) -> torch.Tensor:
-    """(N, K, 2) polygons -> (N, 4) XYXY extents."""
-    if polygons.shape[0] == 0:
-        return polygons.new_zeros(0, 4)
+    """(N, K, 2) polygons -> (N, 4) XYXY extents (N may be 0; no branch, so traces keep it)."""
     return torch.cat([polygons.amin(1), polygons.amax(1)], dim=1)
+
+
+def batched_nms_polygons(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Class-aware NMS in one `torchvision.ops.nms` call (exports to ONNX NonMaxSuppression).
+
+    Each class's boxes are moved into their own band, ``class * (extent + 1)`` beyond the
+    previous one, after shifting all boxes to start at 0 (torchvision's "coordinate trick"
+    offsets by the maximum coordinate only, which lets classes overlap when boxes reach negative
+    coordinates, as polygon extents do). Empty inputs need no branch.
+
+    Args:
+        boxes: (N, 4) XYXY; scores: (N,); classes: (N,) long.
+
+    Returns:
+        (M,) long indices of the kept boxes, by decreasing score.
+    """
+    flat = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)])  # 0 keeps min/max defined
+    lo, hi = flat.min(), flat.max()
+    offsets = classes.to(boxes.dtype) * (hi - lo + 1)
+    return nms(boxes - lo + offsets[:, None], scores, iou_threshold)
+
+
+def clip_polygons(polygons: torch.Tensor, height, width) -> torch.Tensor:
+    """Clip (N, K, 2) (x, y) polygons to [0, width] x [0, height].
+
+    ``height`` and ``width`` are numbers or 0-dim tensors (shapes while tracing stay dynamic).
+    """
+    if isinstance(height, torch.Tensor) and isinstance(width, torch.Tensor):
+        limit = torch.stack([width, height]).to(device=polygons.device, dtype=polygons.dtype)
+    else:
+        limit = polygons.new_tensor([float(width), float(height)])
+    return polygons.clamp(min=0).minimum(limit)
 
 
 def polygons_to_masks(polygons: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.layers.wrappers import shapes_to_tensor
 from torch import nn
 
 from ..polar import ray_directions
@@ -133,17 +134,18 @@ class PolarRefineModule(nn.Module):
         projected (a 1x1 conv to K channels), the projections are concatenated flat, and each
         location gathers from its own level's block.
         """
-        p = coarse_radii.shape[0]
-        if p == 0:
+        if not torch.jit.is_tracing() and coarse_radii.shape[0] == 0:
             return coarse_radii + self.delta.bias.sum() * 0.0
         r = coarse_radii.detach() if self.detach_coarse else coarse_radii
         k = self.num_rays
         weight = self.delta.weight.reshape(k, self.in_channels, 1, 1)
         projs = [F.conv2d(feat, weight) for feat in features]  # (N, K, H_l, W_l)
         flat = torch.cat([q.reshape(-1) for q in projs])
-        numel = [q.numel() for q in projs]
-        offsets = r.new_tensor([0] + numel[:-1], dtype=torch.long).cumsum(0)
-        sizes = r.new_tensor([[q.shape[3], q.shape[2]] for q in projs], dtype=torch.long)
+        # map shapes as tensors (from the maps' own shapes, so a trace keeps them dynamic)
+        shapes = torch.stack([shapes_to_tensor(list(q.shape), r.device) for q in projs])  # (L, 4)
+        numel = shapes.prod(1)
+        offsets = torch.cat([numel.new_zeros(1), numel[:-1]]).cumsum(0)
+        sizes = shapes[:, [3, 2]]  # (L, 2) as (W, H)
         size = sizes[level_idx]  # (P, 2) as (W, H)
         stride = r.new_tensor([float(s) for s in strides])[level_idx]
         pts = self.contour_points(cells, r, stride, size)
