@@ -26,5 +26,10 @@ setup(
         "tqdm",
         "shapely",  # detectron2 needs it to crop polygon annotations (INPUT.CROP, dsb2018)
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={
+        "dev": ["pytest", "ruff"],
+        # export_model.py --format onnx, polar_refine.export.ONNXPredictor, demo.py --onnx.
+        # Pinned to versions tested with numpy<2: ml_dtypes (needed by onnx) 0.6+ needs numpy 2.
+        "export": ["onnx==1.23.2", "onnxruntime==1.32.0", "ml_dtypes>=0.5.4,<0.6"],
+    },
 )

@@ -4,7 +4,8 @@
 #   bash scripts/setup.sh
 #
 # Steps: create .venv -> torch/torchvision -> detectron2 (sal-detectron2 wheel, see README)
-# -> detectron2's missing deps -> project (editable). A second run only checks and exits.
+# -> detectron2's missing deps -> project (editable, extras dev and export). A second run only
+# checks and exits.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,7 @@ trap 'fail $?' ERR
 
 want_hash="$(cat "${HASH_INPUTS[@]}" | sha256sum | cut -c1-16)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_hash" ]] \
-  && "$VENV/bin/python" -c "import detectron2, torch, polar_refine" 2>/dev/null; then
+  && "$VENV/bin/python" -c "import detectron2, torch, polar_refine, onnxruntime" 2>/dev/null; then
   echo "[setup] .venv is up to date (nothing to do)" >&2
   exit 0
 fi
@@ -55,9 +56,9 @@ step "install detectron2's runtime dependencies (pinned as upstream pins them)"
   "cloudpickle" "tqdm>4.29.0" "tensorboard" "hydra-core>=1.1" "omegaconf>=2.1,<2.4" \
   "packaging" "numpy<2" "opencv-python<4.12" "shapely"
 
-step "install polar_refine (editable) with its test tools"
-"${PIP[@]}" install --no-build-isolation -e "$ROOT[dev]"
+step "install polar_refine (editable) with its test tools and the export extra (onnx, onnxruntime)"
+"${PIP[@]}" install --no-build-isolation -e "$ROOT[dev,export]" "numpy<2"
 
 step "verify imports"
-"$PY" -c "import torch, detectron2, polar_refine; from detectron2.modeling import build_model; print('[setup] ok: torch', torch.__version__, '| detectron2', detectron2.__version__)" >&2
+"$PY" -c "import torch, detectron2, polar_refine, onnx, onnxruntime; from detectron2.modeling import build_model; print('[setup] ok: torch', torch.__version__, '| detectron2', detectron2.__version__)" >&2
 echo "$want_hash" > "$STAMP"
