@@ -3,12 +3,17 @@
 
     .venv/bin/python benchmarks/speed.py                 # CPU, 512 x 683, 7 interleaved repeats
     .venv/bin/python benchmarks/speed.py --device cuda --repeats 50
+    .venv/bin/python benchmarks/speed.py --deploy-only  # eager full model vs ONNX Runtime only
 
 All models are R-50-FPN with random weights, fed the same image, with score thresholds at 0 so
 every model carries a full candidate load (1000 per level, 100 detections). Inference is timed
 end to end: preprocessing -> backbone -> head -> refine -> NMS -> polygons, boxes and masks at
 output size (detectron2's own postprocessing for the baselines). Repeats are interleaved across
 models and medians reported, with ratios, because shared machines are noisy.
+
+The full model is also exported to ONNX (``polar_refine.export``) and run by ONNX Runtime on the
+same image in the same interleaved loop ("ONNX Runtime" row: the graph plus the rescaling and
+masks at output size that follow it, on the CPU).
 
 Also: per-stage split for PolarRefine, training-step time per Table-1 row, and peak memory of a
 training step per row (CPU: peak RSS of a fresh subprocess running one step; CUDA:
@@ -23,6 +28,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -146,6 +152,42 @@ def polar_stages(model, inputs, device):
     return t
 
 
+FULL = "PolarRefine (+refine +contour)"
+ORT_ROW = "PolarRefine (+refine +contour), ONNX Runtime"
+
+
+def onnx_runner(model, inputs, workdir):
+    """Export ``model`` to ONNX in ``workdir``; returns a function running the ONNX Runtime
+    predictor end to end on ``inputs[0]`` (graph, then polygons and masks at output size), and
+    the export time in seconds."""
+    from polar_refine.export import ONNXPredictor, export_onnx
+
+    image = inputs[0]["image"].cpu()
+    height, width = inputs[0]["height"], inputs[0]["width"]
+    t0 = time.perf_counter()
+    path = export_onnx(model, image, os.path.join(workdir, "model.onnx"), {})
+    seconds = time.perf_counter() - t0
+    pred = ONNXPredictor.__new__(ONNXPredictor)  # no metadata needed: the input is prepared
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    pred.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    pred.mask_on = model.mask_on
+
+    def run():
+        x = image.numpy()
+        t1 = time.perf_counter()
+        out = pred.run_network(x)
+        t2 = time.perf_counter()
+        res = pred.postprocess(out, x.shape[1:], height, width)
+        run.split.append((t2 - t1, time.perf_counter() - t2))
+        return res
+
+    run.split = []
+    return run, seconds
+
+
 def train_step(model, opt, batch, device):
     """One SGD step; returns its wall time in seconds."""
     model.train()
@@ -195,6 +237,21 @@ def worker_memory(row, h, w):
     print(json.dumps({"peak_rss_mib": peak, "rss_before_step_mib": before}))
 
 
+def print_stages(stages, rows):
+    print("\n## PolarRefine inference by stage (eager, median ms)\n")
+    names = list(stages[rows[0]][0])
+    print("| row | " + " | ".join(names) + " | post share |")
+    print("|---" * (len(names) + 2) + "|")
+    for n in rows:
+        s = {k: statistics.median(d[k] for d in stages[n]) for k in names}
+        total = sum(s.values())
+        print(
+            f"| {n} | "
+            + " | ".join(f"{1e3 * s[k]:.1f}" for k in names)
+            + f" | {100 * s[names[-1]] / total:.1f}% |"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,6 +262,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument(
+        "--deploy-only",
+        action="store_true",
+        help="time only the eager full model and its ONNX Runtime export (CPU)",
+    )
     ap.add_argument("--worker-memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_memory:
@@ -212,51 +274,66 @@ def main():
 
     torch.manual_seed(0)
     dev, h, w = args.device, args.height, args.width
-    models = {n: build_model(polar_cfg(n, dev)).eval() for n in ROWS}
-    models.update({n: build_model(baseline_cfg(n, dev)).eval() for n in BASELINES})
+    rows = [FULL] if args.deploy_only else list(ROWS)
+    models = {n: build_model(polar_cfg(n, dev)).eval() for n in rows}
+    if not args.deploy_only:
+        models.update({n: build_model(baseline_cfg(n, dev)).eval() for n in BASELINES})
     inputs = [image_input(h, w, dev)]
-    times = {n: [] for n in models}
-    stages = {n: [] for n in ROWS}
+    runners = {n: (lambda m=m: m(inputs)) for n, m in models.items()}
+    workdir = tempfile.TemporaryDirectory()
+    if dev == "cpu":
+        runners[ORT_ROW], export_s = onnx_runner(models[FULL], inputs, workdir.name)
+        print(f"exported {FULL} to ONNX in {export_s:.1f} s")
+    times = {n: [] for n in runners}
+    stages = {n: [] for n in rows}
     with torch.no_grad():
-        for n, m in models.items():  # warm-up
-            m(inputs)
+        for run in runners.values():  # warm-up
+            run()
         for _ in range(args.repeats):
-            for n, m in models.items():
+            for n, run in runners.items():
                 sync(dev)
                 t0 = time.perf_counter()
-                m(inputs)
+                run()
                 sync(dev)
                 times[n].append(time.perf_counter() - t0)
-            for n in ROWS:
+            for n in rows:
                 stages[n].append(polar_stages(models[n], inputs, dev))
+    workdir.cleanup()
 
     med = {n: statistics.median(v) for n, v in times.items()}
+    if args.deploy_only:
+        print(
+            f"\n## Eager PyTorch against ONNX Runtime, {h}x{w}, device {device_name(dev)}, "
+            f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats\n"
+        )
+        print("| model | ms / image | x eager |")
+        print("|---|---|---|")
+        for n, v in med.items():
+            print(f"| {n} | {1e3 * v:.1f} | {v / med[FULL]:.3f} |")
+        print_stages(stages, rows)
+        if ORT_ROW in runners:
+            split = runners[ORT_ROW].split[1:]  # without the warm-up
+            graph_ms = 1e3 * statistics.median(s[0] for s in split)
+            post_ms = 1e3 * statistics.median(s[1] for s in split)
+            print(
+                f"\nONNX Runtime row by stage (median ms): graph (preprocessing to NMS) "
+                f"{graph_ms:.1f}, post (rescale, boxes, masks) {post_ms:.1f}"
+            )
+        return
     retina, mrcnn = med["RetinaNet R-50-FPN"], med["Mask R-CNN R-50-FPN"]
     print(
         f"\n## End-to-end inference, {h}x{w}, device {device_name(dev)}, "
         f"{torch.get_num_threads()} threads, "
         f"median of {args.repeats} interleaved repeats\n"
     )
-    print("| model | ms / image | x RetinaNet | x Mask R-CNN |")
-    print("|---|---|---|---|")
+    print("| model | ms / image | x RetinaNet | x Mask R-CNN | x eager full model |")
+    print("|---|---|---|---|---|")
     for n, v in med.items():
-        print(f"| {n} | {1e3 * v:.1f} | {v / retina:.3f} | {v / mrcnn:.3f} |")
+        print(f"| {n} | {1e3 * v:.1f} | {v / retina:.3f} | {v / mrcnn:.3f} | {v / med[FULL]:.3f} |")
     coarse = med["PolarMask (coarse only)"]
-    full = med["PolarRefine (+refine +contour)"]
+    full = med[FULL]
     print(f"\nrefine + contour over coarse-only (inference): {100 * (full / coarse - 1):+.1f}%")
-
-    print("\n## PolarRefine inference by stage (median ms)\n")
-    names = list(stages[next(iter(ROWS))][0])
-    print("| row | " + " | ".join(names) + " | post share |")
-    print("|---" * (len(names) + 2) + "|")
-    for n in ROWS:
-        s = {k: statistics.median(d[k] for d in stages[n]) for k in names}
-        total = sum(s.values())
-        print(
-            f"| {n} | "
-            + " | ".join(f"{1e3 * s[k]:.1f}" for k in names)
-            + f" | {100 * s[names[-1]] / total:.1f}% |"
-        )
+    print_stages(stages, rows)
 
     if args.skip_train:
         return

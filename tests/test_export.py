@@ -28,7 +28,6 @@ from polar_refine.export import (  # noqa: E402
     OUTPUT_NAMES,
     ExportedModelError,
     ONNXPredictor,
-    PolarRefineExportGraph,
 )
 
 TRAIN_A = [[circle(48, 52, 26)], [[90, 20, 120, 24, 116, 60, 86, 56]]]
@@ -51,10 +50,13 @@ def _train(model, steps):
     shapes and not blanks."""
     blank = torch.tensor(GRAY, dtype=torch.float32)[:, None, None].repeat(1, 96, 96)
     batch = [
-        {"image": draw_image(128, 128, TRAIN_A), "instances": make_instances(128, 128, TRAIN_A, [0, 1])},
-        {"image": draw_image(128, 128, TRAIN_B, 1), "instances": make_instances(128, 128, TRAIN_B, [2, 3])},
-        {"image": blank, "instances": make_instances(96, 96, [], [])},
-    ]  # fmt: skip
+        {
+            "image": draw_image(128, 128, polys, seed),
+            "instances": make_instances(128, 128, polys, c),
+        }
+        for polys, seed, c in ((TRAIN_A, 0, [0, 1]), (TRAIN_B, 1, [2, 3]))
+    ]
+    batch.append({"image": blank, "instances": make_instances(96, 96, [], [])})
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
     with EventStorage() as storage:
