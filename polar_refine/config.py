@@ -85,6 +85,11 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Width in feature-map pixels of the boundary band drawn from the instance masks.
     node.CONTOUR.BOUNDARY_WIDTH = 1
 
+    # Compute the annotation-only polar targets (polygon edges, mass centres, areas, contour
+    # maps) in the data-loader workers with PolarDatasetMapper (PolarRefineTrainer's loader).
+    # False: detectron2's DatasetMapper, and the model computes them in the training loop.
+    node.TARGETS_IN_LOADER = True
+
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
     node.HEAD_NAME = "PolarRefineHead"
     if was_frozen:

@@ -303,7 +303,7 @@ def test_overfit_two_images_polar_iou_above_0_8():
         targets = model.assigner(points, strides, ranges, [b["instances"] for b in batch])
         ious = []
         for i, t in enumerate(targets):
-            flat = model._flatten(coarse)[i, t["pos_idx"]]
+            flat = model._flat_predictions((cls, ctr, coarse))[2][i, t["pos_idx"]]
             fine = model.refine(
                 feats, model.strides, levels[t["pos_idx"]], torch.full_like(t["pos_idx"], i),
                 cells[t["pos_idx"]], flat,

@@ -5,8 +5,15 @@ Importing this package registers (lazily, see `polar_refine.data.datasets`) the 
 """
 
 from .datasets import register_all
+from .mapper import PolarDatasetMapper
 from .shapes import SHAPE_CLASSES, ensure_shapes, generate_shapes
 
-__all__ = ["register_all", "SHAPE_CLASSES", "ensure_shapes", "generate_shapes"]
+__all__ = [
+    "register_all",
+    "PolarDatasetMapper",
+    "SHAPE_CLASSES",
+    "ensure_shapes",
+    "generate_shapes",
+]
 
 register_all()

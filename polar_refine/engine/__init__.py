@@ -1,3 +1,4 @@
-"""Training utilities: the PolarRefine trainer and the config/launch helpers of train_net.py."""
+"""Training utilities: the PolarRefine trainer, the mixed-precision step trainer and DDP."""
 
-from .trainer import PolarRefineTrainer, wrap_ddp  # noqa: F401
+from .amp import PolarAMPTrainer, build_train_loop  # noqa: F401
+from .trainer import PolarRefineTrainer, polar_training_parts, wrap_ddp  # noqa: F401

@@ -1,29 +1,42 @@
 """A detectron2 DefaultTrainer for PolarRefine (evaluator by dataset type, CPU-safe DDP)."""
 
-import logging
+import contextlib
 import os
-import weakref
+from unittest import mock
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
-from detectron2.engine.train_loop import TrainerBase
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
-__all__ = ["PolarRefineTrainer", "wrap_ddp"]
+from .amp import PolarAMPTrainer
+
+__all__ = ["PolarRefineTrainer", "polar_training_parts", "wrap_ddp"]
 
 
-def wrap_ddp(model):
+def wrap_ddp(model, **kwargs):
     """detectron2's ``create_ddp_model``, but with ``device_ids=None`` for CPU models.
 
     ``create_ddp_model`` passes ``device_ids=[local_rank]``, which PyTorch's DDP rejects for a
     module on the CPU, so a multi-process CPU ``launch`` (gloo) would fail.
     """
     on_cpu = next(model.parameters()).device.type == "cpu"
-    kwargs = {"device_ids": None} if on_cpu else {}
-    return create_ddp_model(model, broadcast_buffers=False, **kwargs)
+    if on_cpu:
+        kwargs["device_ids"] = None
+    kwargs.setdefault("broadcast_buffers", False)
+    return create_ddp_model(model, **kwargs)
+
+
+@contextlib.contextmanager
+def polar_training_parts():
+    """Within this context, ``DefaultTrainer.__init__`` wraps models with `wrap_ddp` and builds
+    `PolarAMPTrainer` for ``SOLVER.AMP.ENABLED`` (instead of ``create_ddp_model``, which fails
+    for CPU processes, and ``AMPTrainer``, which asserts CUDA). Patching these two names of
+    ``detectron2.engine.defaults`` for the duration of the constructor keeps the rest of
+    ``DefaultTrainer.__init__`` upstream's own rather than a copy."""
+    with mock.patch.multiple(
+        "detectron2.engine.defaults", create_ddp_model=wrap_ddp, AMPTrainer=PolarAMPTrainer
+    ):
+        yield
 
 
 class PolarRefineTrainer(DefaultTrainer):
@@ -31,33 +44,27 @@ class PolarRefineTrainer(DefaultTrainer):
 
     * ``build_evaluator`` choosing by the dataset's ``evaluator_type``: ``"polar_coco"`` and
       ``"coco"`` get `PolarCOCOEvaluator` (polygons straight to RLE, no ``_C`` needed);
-    * DDP that also works for CPU processes (see `wrap_ddp`).
+    * DDP that also works for CPU processes (see `wrap_ddp`);
+    * ``SOLVER.AMP.ENABLED`` on the CPU too (bf16 autocast, see `PolarAMPTrainer`);
+    * the polar targets computed in the loader workers (`PolarDatasetMapper`).
 
     Data loading, solver, LR schedule, checkpointing (``--resume``) and TensorBoard/JSON writers
     are detectron2's own.
     """
 
-    def __init__(self, cfg):  # mirrors DefaultTrainer.__init__; only the DDP wrapping differs
-        TrainerBase.__init__(self)
-        logger = logging.getLogger("detectron2")
-        if not logger.isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        model = wrap_ddp(model)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+    def __init__(self, cfg):
+        with polar_training_parts():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """detectron2's train loader; with ``MODEL.POLAR_REFINE.TARGETS_IN_LOADER`` its mapper is
+        `PolarDatasetMapper`, which computes the annotation-only polar targets in the workers."""
+        from ..data.mapper import PolarDatasetMapper
+
+        if not cfg.MODEL.POLAR_REFINE.TARGETS_IN_LOADER:
+            return build_detection_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=PolarDatasetMapper(cfg, True))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

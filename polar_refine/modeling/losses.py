@@ -4,6 +4,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from detectron2.utils import comm
 from fvcore.nn import sigmoid_focal_loss_jit
 
 from ..polar import polar_iou_loss
@@ -13,7 +14,8 @@ __all__ = [
     "centerness_loss",
     "radius_loss",
     "contour_loss",
-    "zero_loss_like",
+    "reduce_mean",
+    "zero_like_params",
 ]
 
 
@@ -48,12 +50,28 @@ def contour_loss(
     normalizer: Optional[float] = None,
 ) -> torch.Tensor:
     """Focal loss of boundary logits (N, 1, H, W) against {0, 1} targets, divided by the number of
-    boundary cells (at least 1) unless ``normalizer`` is given."""
+    boundary cells (at least 1) unless ``normalizer`` (a number or a 0-d tensor) is given."""
     loss = sigmoid_focal_loss_jit(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
-    n = normalizer if normalizer is not None else max(float(target.sum()), 1.0)
+    n = normalizer if normalizer is not None else target.sum().clamp(min=1.0)
     return loss / n
 
 
-def zero_loss_like(*tensors: torch.Tensor) -> torch.Tensor:
-    """A zero that keeps every tensor in the graph (for DDP's unused-parameter check)."""
-    return sum(t.sum() * 0.0 for t in tensors)
+def zero_like_params(module: torch.nn.Module) -> torch.Tensor:
+    """A zero connected to every parameter of ``module`` (so DDP sees them all used).
+
+    Made from one element of each parameter, not from activations: a dense ``x.sum() * 0``
+    over prediction maps turns a single inf (e.g. an fp16 overflow) into a NaN loss.
+    """
+    return sum(p.reshape(-1)[:1].sum() for p in module.parameters()) * 0.0
+
+
+def reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a (detached) tensor over the processes of detectron2's ``launch``, divided by the
+    world size; ``x`` itself in a single process. Used for the loss normalisers."""
+    world = comm.get_world_size()
+    x = x.detach()
+    if world == 1:
+        return x
+    x = x.clone()
+    torch.distributed.all_reduce(x)
+    return x / world

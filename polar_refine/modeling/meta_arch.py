@@ -4,6 +4,7 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import Backbone, build_backbone
 from detectron2.modeling.meta_arch import META_ARCH_REGISTRY
@@ -13,14 +14,16 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..polar import polar_iou, radii_to_points
-from .contour import ContourHead, boundary_targets
+from .contour import ContourHead
+from .gt_geometry import contour_target_map
 from .head import build_polar_head
 from .losses import (
     centerness_loss,
     classification_loss,
     contour_loss,
     radius_loss,
-    zero_loss_like,
+    reduce_mean,
+    zero_like_params,
 )
 from .postprocess import batched_nms_polygons, polar_postprocess, polygons_to_boxes
 from .refine import PolarRefineModule
@@ -29,6 +32,10 @@ from .targets import PolarTargetAssigner, level_size_ranges
 __all__ = ["PolarRefine"]
 
 logger = logging.getLogger(__name__)
+
+#: Training diagnostics (polar IoU of the positives) are written every this many iterations:
+#: writing a value reads it back to the host, which would synchronise every step.
+_DIAGNOSTICS_PERIOD = 20
 
 
 @META_ARCH_REGISTRY.register()
@@ -53,7 +60,6 @@ class PolarRefine(DenseDetector):
         contour: Optional[ContourHead] = None,
         contour_in_feature: Optional[str] = None,
         num_classes: int,
-        num_rays: int = 36,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
@@ -69,8 +75,6 @@ class PolarRefine(DenseDetector):
         mask_on: bool = True,
         pixel_mean,
         pixel_std,
-        input_format: str = "BGR",
-        vis_period: int = 0,
     ):
         """
         Args:
@@ -93,7 +97,6 @@ class PolarRefine(DenseDetector):
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
         self.contour_stride = shapes[self.contour_in_feature].stride
         self.num_classes = num_classes
-        self.num_rays = num_rays
         self.size_ranges = level_size_ranges(self.strides, sizes_of_interest)
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -107,8 +110,6 @@ class PolarRefine(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.mask_on = mask_on
-        self.input_format = input_format
-        self.vis_period = vis_period
 
     @classmethod
     def from_config(cls, cfg):
@@ -138,7 +139,6 @@ class PolarRefine(DenseDetector):
             ),
             "contour_in_feature": contour_feature,
             "num_classes": pr.NUM_CLASSES,
-            "num_rays": pr.NUM_RAYS,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": pr.FOCAL_LOSS_GAMMA,
@@ -154,8 +154,6 @@ class PolarRefine(DenseDetector):
             "mask_on": cfg.MODEL.MASK_ON,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
-            "vis_period": cfg.VIS_PERIOD,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -179,11 +177,16 @@ class PolarRefine(DenseDetector):
         if self.training:
             assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            contour_logits = None
+            contour_feature = None
             if self.contour is not None:
-                contour_logits = self.contour(all_features[self.contour_in_feature])
+                contour_feature = all_features[self.contour_in_feature]
             return self.forward_training(
-                images, features, predictions, gt_instances, contour_logits
+                images,
+                features,
+                predictions,
+                gt_instances,
+                contour_feature=contour_feature,
+                contour_maps=[self._loader_contour_map(x) for x in batched_inputs],
             )
         results = self.forward_inference(images, features, predictions)
         processed = []
@@ -225,10 +228,6 @@ class PolarRefine(DenseDetector):
             torch.cat(ranges),
         )
 
-    def _flatten(self, per_level: List[torch.Tensor]) -> torch.Tensor:
-        """per level (N, D, H, W) -> (N, R, D)."""
-        return torch.cat([x.flatten(2) for x in per_level], dim=2).transpose(1, 2)
-
     # ------------------------------------------------------------------ training
     def forward_training(
         self,
@@ -236,99 +235,146 @@ class PolarRefine(DenseDetector):
         features: List[torch.Tensor],
         predictions,
         gt_instances: List[Instances],
-        contour_logits: Optional[torch.Tensor] = None,
-    ):
-        cls_logits, ctr_logits, coarse = predictions
+        contour_feature: Optional[torch.Tensor] = None,
+        contour_maps: Optional[List[Optional[torch.Tensor]]] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Targets, the refine and contour forwards on them, and the losses.
+
+        Args:
+            images, features, predictions: the preprocessed batch, the head's input levels and
+                its (cls, ctr, coarse) per-level outputs.
+            gt_instances: per image, on the model's device, ideally with the ``gt_polar_*``
+                fields of `PolarDatasetMapper` (else they are computed here, on the host).
+            contour_feature: (N, C, H, W) input of the contour head, or None.
+            contour_maps: per image the loader's boundary map (h, w) or None (drawn here).
+        """
+        cls_flat, ctr_flat, rad_flat = self._flat_predictions(predictions)
         points, cells, strides, levels, ranges = self.locations(features)
         targets = self.assigner(points, strides, ranges, gt_instances)
-        return self.losses(
-            features, cls_logits, ctr_logits, coarse, cells, levels, targets,
-            gt_instances, contour_logits,
-        )  # fmt: skip
-
-    def losses(
-        self,
-        features,
-        cls_logits,
-        ctr_logits,
-        coarse,
-        cells,
-        levels,
-        targets,
-        gt_instances,
-        contour_logits,
-    ):
-        num_images = len(targets)
-        cls_flat = self._flatten(cls_logits)  # (N, R, L)
-        ctr_flat = self._flatten(ctr_logits)[..., 0]  # (N, R)
-        rad_flat = self._flatten(coarse)  # (N, R, K)
-
-        labels = torch.stack([t["labels"] for t in targets])  # (N, R)
-        img_idx = torch.cat(
-            [torch.full_like(t["pos_idx"], i) for i, t in enumerate(targets)]
-        )  # (P,)
+        pos_img = torch.cat([torch.full_like(t["pos_idx"], i) for i, t in enumerate(targets)])
         pos_idx = torch.cat([t["pos_idx"] for t in targets])
-        tgt_radii = torch.cat([t["radii"] for t in targets])
-        tgt_ctr = torch.cat([t["centerness"] for t in targets])
-        num_pos = int(pos_idx.numel())
+        outputs = {
+            "cls": cls_flat,
+            "ctr": ctr_flat[pos_img, pos_idx],
+            "coarse": rad_flat[pos_img, pos_idx],
+        }
+        tgt = {
+            "labels": torch.stack([t["labels"] for t in targets]),
+            "radii": torch.cat([t["radii"] for t in targets]),
+            "centerness": torch.cat([t["centerness"] for t in targets]),
+        }
+        if self.refine is not None:
+            outputs["fine"] = self.refine(
+                features, self.strides, levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
+            )
+        if self.contour is not None and contour_feature is not None:
+            outputs["contour"] = self.contour(contour_feature)
+            maps = contour_maps or [None] * len(gt_instances)
+            tgt["contour"] = self._contour_targets(
+                gt_instances, images.image_sizes, outputs["contour"].shape[-2:], maps
+            )
+        return self.losses(outputs, tgt)
+
+    def _flat_predictions(self, predictions):
+        """Per-level (cls, ctr, coarse) maps -> (N, R, L), (N, R), (N, R, K), all levels."""
+        cls_logits, ctr_logits, coarse = predictions
+        dims = [cls_logits[0].shape[1], 1, coarse[0].shape[1]]
+        flat = self._transpose_dense_predictions([cls_logits, ctr_logits, coarse], dims)
+        cls_flat, ctr_flat, rad_flat = (torch.cat(x, dim=1) for x in flat)
+        return cls_flat, ctr_flat[..., 0], rad_flat
+
+    def _loader_contour_map(self, dataset_dict) -> Optional[torch.Tensor]:
+        """The loader's boundary map (`PolarDatasetMapper`) if it was drawn as this model would."""
+        if (
+            self.contour is None
+            or "polar_contour" not in dataset_dict
+            or dataset_dict.get("polar_contour_stride") != self.contour_stride
+            or dataset_dict.get("polar_contour_width") != self.contour_boundary_width
+        ):
+            return None
+        return dataset_dict["polar_contour"]
+
+    def _contour_targets(self, gt_instances, image_sizes, shape_hw, maps) -> torch.Tensor:
+        """(N, 1, H, W) float boundary targets at the contour level, from the loader's maps
+        where given (else drawn here on the host), zero-padded to the batch-padded size."""
+        height, width = int(shape_hw[0]), int(shape_hw[1])
+        out = []
+        for inst, size, m in zip(gt_instances, image_sizes, maps):
+            if m is None:
+                m = contour_target_map(inst, size, self.contour_stride, self.contour_boundary_width)
+            m = m.to(self.device)[:height, :width]
+            out.append(F.pad(m, (0, width - m.shape[1], 0, height - m.shape[0])))
+        return torch.stack(out)[:, None].float()
+
+    def losses(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor]):
+        """The seed's loss, normalised across processes.
+
+        Args:
+            outputs: ``cls`` (N, R, L) logits of every location; ``ctr`` (P,) logits,
+                ``coarse`` and optionally ``fine`` (P, K) radii of the P positives; optionally
+                ``contour`` (N, 1, H, W) logits.
+            targets: ``labels`` (N, R) (``num_classes`` = background); ``radii`` (P, K);
+                ``centerness`` (P,); ``contour`` (N, 1, H, W) with ``outputs["contour"]``.
+
+        The normalisers (positive count, centre-ness sum, contour cell count) are summed over
+        the processes of detectron2's ``launch`` and divided by the world size (AdelaiDet's
+        FCOS), then smoothed by an EMA, so each GPU's share counts once whatever it holds.
+        Losses are computed in float32 (also under autocast). Nothing here reads values back
+        to the host but the diagnostics, written every ``_DIAGNOSTICS_PERIOD`` iterations.
+        """
+        cls_flat = outputs["cls"].float()
+        coarse = outputs["coarse"].float()
+        tgt_radii, tgt_ctr = targets["radii"], targets["centerness"]
+        num_images, num_pos = cls_flat.shape[0], tgt_radii.shape[0]
         storage = get_event_storage()
         storage.put_scalar("num_pos_locations", num_pos / num_images)
         m = self.loss_normalizer_momentum
-        # EMAs of the positive count and of the centerness-target sum, started at the first batch's
-        # values (detectron2's FCOS starts at a constant tuned for 16-image batches).
-        num_pos_v = max(num_pos, 1)
-        ctr_sum = max(float(tgt_ctr.sum()), 1e-2)
-        norm_pos = self._ema_update("loss_normalizer", num_pos_v, num_pos_v, m)
+        pos = reduce_mean(tgt_ctr.new_tensor(float(num_pos))).clamp(min=1.0)
+        ctr_sum = reduce_mean(tgt_ctr.sum()).clamp(min=1e-2)
+        norm_pos = self._ema_update("loss_normalizer", pos, pos, m)
         norm_ctr = self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, m)
 
         losses = {
             "loss_cls": classification_loss(
                 cls_flat.reshape(-1, self.num_classes),
-                labels.flatten(),
+                targets["labels"].flatten(),
                 self.num_classes,
                 self.focal_loss_alpha,
                 self.focal_loss_gamma,
             )
-            / norm_pos
+            / norm_pos,
+            # with no positive these are empty sums, still connected to the head through the
+            # indexing, so no dense "x.sum() * 0" term is needed (one inf would make it NaN)
+            "loss_ctr": self.centerness_loss_weight
+            * centerness_loss(outputs["ctr"].float(), tgt_ctr)
+            / norm_pos,
+            "loss_coarse": self.coarse_loss_weight
+            * radius_loss(coarse, tgt_radii, tgt_ctr)
+            / norm_ctr,
         }
-        pred_ctr = ctr_flat[img_idx, pos_idx]
-        pred_coarse = rad_flat[img_idx, pos_idx]
-        keep_graph = zero_loss_like(ctr_flat, rad_flat)
-        losses["loss_ctr"] = (
-            self.centerness_loss_weight * centerness_loss(pred_ctr, tgt_ctr) / norm_pos + keep_graph
-        )
-        losses["loss_coarse"] = (
-            self.coarse_loss_weight * radius_loss(pred_coarse, tgt_radii, tgt_ctr) / norm_ctr
-            + keep_graph
-        )
-        if self.refine is not None:
-            fine = self.refine(
-                features, self.strides, levels[pos_idx], img_idx, cells[pos_idx], pred_coarse
-            )
-            losses["loss_fine"] = radius_loss(fine, tgt_radii, tgt_ctr) / norm_ctr + zero_loss_like(
-                *self.refine.parameters()
-            )
-            if num_pos:
-                with torch.no_grad():
-                    storage.put_scalar(
-                        "polar_iou_fine", polar_iou(fine.clamp(min=0), tgt_radii).mean().item()
-                    )
-        if num_pos:
-            with torch.no_grad():
-                storage.put_scalar(
-                    "polar_iou_coarse", polar_iou(pred_coarse, tgt_radii).mean().item()
-                )
-        if self.contour is not None and contour_logits is not None:
-            tgt = boundary_targets(
-                gt_instances,
-                contour_logits.shape[-2:],
-                self.contour_stride,
-                self.contour_boundary_width,
-                device=contour_logits.device,
-            )
+        if "fine" in outputs:
+            fine = outputs["fine"].float()
+            # with no positive the refine module's weights are unused: keep them in the graph
+            # (DDP) by a zero made from the parameters, which are finite, not from activations
+            losses["loss_fine"] = radius_loss(
+                fine, tgt_radii, tgt_ctr
+            ) / norm_ctr + zero_like_params(self.refine)
+        if "contour" in outputs:
+            tgt = targets["contour"]
+            count = reduce_mean(tgt.sum()).clamp(min=1.0)
             losses["loss_contour"] = self.contour_loss_weight * contour_loss(
-                contour_logits, tgt, self.focal_loss_alpha, self.focal_loss_gamma
+                outputs["contour"].float(),
+                tgt,
+                self.focal_loss_alpha,
+                self.focal_loss_gamma,
+                normalizer=count,
             )
+        if num_pos and storage.iter % _DIAGNOSTICS_PERIOD == 0:
+            with torch.no_grad():
+                storage.put_scalar("polar_iou_coarse", polar_iou(coarse, tgt_radii).mean())
+                if "fine" in outputs:
+                    iou = polar_iou(outputs["fine"].float().clamp(min=0), tgt_radii).mean()
+                    storage.put_scalar("polar_iou_fine", iou)
         return losses
 
     # ------------------------------------------------------------------ inference

@@ -1,16 +1,25 @@
-"""Label assignment: which locations are positives, and their polar targets (no gradients)."""
+"""Label assignment: which locations are positives, and their polar targets (no gradients).
+
+Tensor work only, on the model's device: the annotation-only geometry (edges, mass centres,
+areas, boxes) comes precomputed in the ``gt_polar_*`` fields (`gt_geometry`), normally from the
+data-loader workers.
+"""
 
 from typing import Dict, List, Sequence, Tuple
 
-import cv2
-import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures import Instances
 
 from .. import polar
+from .gt_geometry import ensure_polar_fields, instance_parts
 
 __all__ = ["PolarTargetAssigner", "instance_parts", "level_size_ranges"]
+
+#: Fallback: how many of the nearest free in-box locations an unassigned instance considers.
+_FALLBACK_CANDIDATES = 32
+#: Fallback: rounds of conflict resolution between unassigned instances claiming one location.
+_FALLBACK_ROUNDS = 3
 
 
 def level_size_ranges(strides: Sequence[int], sizes_of_interest: Sequence[float]) -> List[Tuple]:
@@ -26,31 +35,6 @@ def level_size_ranges(strides: Sequence[int], sizes_of_interest: Sequence[float]
     lows = [0.0] + [float(b) for b in bounds]
     highs = [float(b) for b in bounds] + [float("inf")]
     return list(zip(lows, highs))
-
-
-def instance_parts(instances: Instances) -> List[List[np.ndarray]]:
-    """The polygon parts of every instance, as lists of (M, 2) float64 arrays.
-
-    Polygon masks are used as they are (every part kept); bitmap masks are traced with
-    ``cv2.findContours`` (external contours, shifted by half a pixel to the pixel-edge frame);
-    without masks the box is used.
-    """
-    n = len(instances)
-    if instances.has("gt_masks"):
-        masks = instances.gt_masks
-        if isinstance(masks, PolygonMasks):
-            return [
-                [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in ps]
-                for ps in masks.polygons
-            ]
-        if isinstance(masks, BitMasks):
-            out = []
-            for m in masks.tensor.cpu().numpy().astype(np.uint8):
-                cs, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-                out.append([c.reshape(-1, 2).astype(np.float64) + 0.5 for c in cs])
-            return out
-    boxes = instances.gt_boxes.tensor.cpu().numpy().astype(np.float64)
-    return [[b[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2)] for b in boxes[:n]]
 
 
 class PolarTargetAssigner:
@@ -75,18 +59,10 @@ class PolarTargetAssigner:
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        num_rays: int = 36,
-        center_sample_radius: float = 1.5,
-        sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
-    ):
+    def __init__(self, *, num_classes: int, num_rays: int = 36, center_sample_radius: float = 1.5):
         self.num_classes = num_classes
         self.num_rays = num_rays
         self.center_sample_radius = float(center_sample_radius)
-        self.sizes_of_interest = list(sizes_of_interest)
 
     @classmethod
     def from_config(cls, cfg):
@@ -95,7 +71,6 @@ class PolarTargetAssigner:
             "num_classes": pr.NUM_CLASSES,
             "num_rays": pr.NUM_RAYS,
             "center_sample_radius": pr.CENTER_SAMPLE_RADIUS,
-            "sizes_of_interest": pr.SIZES_OF_INTEREST,
         }
 
     @torch.no_grad()
@@ -111,7 +86,8 @@ class PolarTargetAssigner:
             points: (R, 2) location centres (x, y) in input pixels, all levels concatenated.
             strides: (R,) stride of each location.
             size_ranges: (R, 2) (low, high) object size handled at each location.
-            gt_instances: per image, with ``gt_boxes``, ``gt_classes`` and usually ``gt_masks``.
+            gt_instances: per image, with ``gt_boxes``, ``gt_classes`` and the ``gt_polar_*``
+                fields of `gt_geometry.POLAR_FIELDS` (computed here, on the host, when absent).
 
         Returns:
             per image a dict with
@@ -121,7 +97,10 @@ class PolarTargetAssigner:
               ``radii`` (P, K) target radii (input pixels);
               ``centerness`` (P,) polar centerness targets.
         """
-        return [self._assign_single(points, strides, size_ranges, inst) for inst in gt_instances]
+        return [
+            self._assign_single(points, strides, size_ranges, ensure_polar_fields(inst))
+            for inst in gt_instances
+        ]
 
     def _empty(self, points: torch.Tensor) -> Dict[str, torch.Tensor]:
         dev = points.device
@@ -136,45 +115,20 @@ class PolarTargetAssigner:
         }
 
     def _assign_single(self, points, strides, size_ranges, inst: Instances):
+        num_inst, num_loc = len(inst), points.shape[0]
+        if num_inst == 0:
+            return self._empty(points)
         dev = points.device
-        if len(inst) == 0:
-            return self._empty(points)
-        keep = torch.ones(len(inst), dtype=torch.bool)
-        if inst.has("gt_iscrowd"):
-            keep &= inst.gt_iscrowd.cpu() == 0
-        parts_all = instance_parts(inst)
-        parts_all = [
-            [p for p in parts if p.shape[0] >= 1 and np.isfinite(p).all()] for parts in parts_all
-        ]
-        keep &= torch.tensor([len(p) > 0 for p in parts_all], dtype=torch.bool)
-        if not keep.any():
-            return self._empty(points)
-        idx = keep.nonzero().flatten()
-        parts_all = [parts_all[i] for i in idx.tolist()]
-        classes = inst.gt_classes.to(dev)[idx.to(dev)]
-        boxes = inst.gt_boxes.tensor.to(dev)[idx.to(dev)].float()
-
-        centers = torch.stack([polar.mass_center(p) for p in parts_all]).to(dev)  # (M, 2)
-        areas = torch.tensor(
-            [sum(polar._area_centroid_np(p)[0] for p in parts) for parts in parts_all],
-            dtype=torch.float32,
-            device=dev,
-        )
-        # An instance's box may disagree with its mask after augmentation/crowd edits: use the
-        # union of the box and the polygon extents so the mass centre is always inside the box.
-        ext = torch.tensor(
-            [[*np.concatenate(p).min(0), *np.concatenate(p).max(0)] for p in parts_all],
-            dtype=torch.float32,
-            device=dev,
-        )
-        boxes = torch.cat(
-            [torch.minimum(boxes[:, :2], ext[:, :2]), torch.maximum(boxes[:, 2:], ext[:, 2:])], 1
-        )
+        valid = inst.gt_polar_valid.to(dev)
+        centers = inst.gt_polar_centers.to(dev)  # (M, 2)
+        areas = inst.gt_polar_areas.to(dev)  # (M,)
+        boxes = inst.gt_polar_boxes.to(dev)  # (M, 4)
+        edges = inst.gt_polar_edges.to(dev)  # (M, E, 2, 2)
 
         px, py = points[None, :, 0], points[None, :, 1]  # (1, R)
         x0, y0, x1, y1 = (boxes[:, i : i + 1] for i in range(4))  # (M, 1)
         ltrb = torch.stack([px - x0, py - y0, x1 - px, y1 - py], dim=2)  # (M, R, 4)
-        in_box = ltrb.amin(2) > 0
+        in_box = (ltrb.amin(2) > 0) & valid[:, None]
         size = ltrb.amax(2)
         in_range = (size >= size_ranges[None, :, 0]) & (size <= size_ranges[None, :, 1])
         rad = self.center_sample_radius * strides[None, :].float()  # (1, R)
@@ -190,62 +144,97 @@ class PolarTargetAssigner:
         best, matched = quality.max(0)  # (R,)
         matched = torch.where(best > 0, matched, torch.full_like(matched, -1))
 
-        edges = polar.polygons_to_padded_edges(
-            [[torch.from_numpy(p).float() for p in parts] for parts in parts_all], device=dev
-        )  # (M, E, 2, 2)
+        # Radii of the candidates; one whose location is outside its object (even-odd, so a
+        # ring's hole is outside) or sees no edge on some ray is dropped.
         pos_idx = (matched >= 0).nonzero().flatten()
-        radii = polar.edges_radii(points[pos_idx], edges[matched[pos_idx]], self.num_rays)
-        inside = (radii.amin(1) > 0) & polar.edges_contain(points[pos_idx], edges[matched[pos_idx]])
-        matched[pos_idx[~inside]] = -1
-        pos_idx, radii = pos_idx[inside], radii[inside]
-
-        # Fallback: an instance without a positive takes the free location nearest to its mass
-        # centre among, in order of preference: locations inside the object on its own level,
-        # inside the object on any level, any location of its level.
-        has_pos = torch.zeros(len(parts_all), dtype=torch.bool, device=dev)
-        has_pos[matched[pos_idx]] = True
-        if not has_pos.all():
-            extra_loc, extra_inst = [], []
-            for m in torch.argsort(areas).tolist():  # smallest objects first
-                if has_pos[m]:
-                    continue
-                loc = self._fallback_location(points, centers[m], in_box[m], in_range[m],
-                                              edges[m], matched)  # fmt: skip
-                if loc is None:
-                    continue
-                matched[loc] = m
-                extra_loc.append(loc)
-                extra_inst.append(m)
-            if extra_loc:
-                extra_loc = torch.tensor(extra_loc, dtype=torch.long, device=dev)
-                extra_inst = torch.tensor(extra_inst, dtype=torch.long, device=dev)
-                extra_r = polar.edges_radii(points[extra_loc], edges[extra_inst], self.num_rays)
-                pos_idx = torch.cat([pos_idx, extra_loc])
-                radii = torch.cat([radii, extra_r])
-
-        labels = torch.full((points.shape[0],), self.num_classes, dtype=torch.long, device=dev)
         pos_inst = matched[pos_idx]
+        radii = polar.edges_radii(points[pos_idx], edges[pos_inst], self.num_rays)
+        inside = (radii.amin(1) > 0) & polar.edges_contain(points[pos_idx], edges[pos_inst])
+        matched = matched.index_put((pos_idx,), torch.where(inside, pos_inst, -1))
+
+        has_pos = torch.zeros(num_inst + 1, dtype=torch.bool, device=dev)
+        has_pos[torch.where(matched >= 0, matched, num_inst)] = True
+        need = valid & ~has_pos[:num_inst]
+        fb_loc, fb_inst, fb_ok = self._fallback(
+            points, centers, areas, in_box, in_range, edges, matched, need
+        )
+        fb_radii = polar.edges_radii(points[fb_loc], edges[fb_inst], self.num_rays)
+
+        keep = torch.cat([inside, fb_ok])
+        pos_idx = torch.cat([pos_idx, fb_loc])[keep]
+        pos_inst = torch.cat([pos_inst, fb_inst])[keep]
+        radii = torch.cat([radii, fb_radii])[keep]
+        classes = inst.gt_classes.to(dev)
+        labels = torch.full((num_loc,), self.num_classes, dtype=torch.long, device=dev)
         labels[pos_idx] = classes[pos_inst]
         return {
             "labels": labels,
             "pos_idx": pos_idx,
-            "pos_inst": idx.to(dev)[pos_inst],
+            "pos_inst": pos_inst,
             "radii": radii,
             "centerness": polar.polar_centerness(radii),
         }
 
-    @staticmethod
-    def _fallback_location(points, center, in_box, in_range, edges, matched):
-        """Index of the fallback location of one instance, or None (see the class docstring)."""
-        free = matched < 0
-        d2 = ((points - center) ** 2).sum(-1)
-        box_idx = (in_box & free).nonzero().flatten()
-        if box_idx.numel():
-            inside = polar.points_in_polygons(points[box_idx].cpu(), edges.cpu()).to(points.device)
-            for pool in (box_idx[inside & in_range[box_idx]], box_idx[inside]):
-                if pool.numel():
-                    return int(pool[d2[pool].argmin()])
-        pool = (in_range & free).nonzero().flatten()
-        if pool.numel():
-            return int(pool[d2[pool].argmin()])
-        return None
+    def _fallback(self, points, centers, areas, in_box, in_range, edges, matched, need):
+        """A location for every instance in ``need`` (M,) that has no positive.
+
+        Each takes the free location nearest to its mass centre among, in order of preference:
+        locations inside the object on its own level, inside it on any level (both among its
+        `_FALLBACK_CANDIDATES` nearest free in-box locations), any free location of its level
+        (among its `_FALLBACK_CANDIDATES` nearest).
+        Instances claiming the same location are resolved by area, the smallest first, over
+        `_FALLBACK_ROUNDS` rounds (the losers try their next choice). In the last case some rays
+        may miss the object, and its centerness target (so its regression weight) is 0.
+
+        Returns (M,) location, (M,) instance and (M,) bool "assigned" (fixed shapes, no host
+        synchronisation).
+        """
+        num_inst, num_loc = in_box.shape
+        dev = points.device
+        free = matched < 0  # (R,)
+        d2 = ((points[None] - centers[:, None]) ** 2).sum(-1)  # (M, R)
+        inf = torch.tensor(float("inf"), device=dev)
+        k = min(_FALLBACK_CANDIDATES, num_loc)
+        # equal distances are common on a grid: break ties by location index, so the choice
+        # does not depend on how topk orders them
+        tie = torch.arange(num_loc, device=dev, dtype=torch.float64) * 1e-9
+        box_d2 = torch.where(in_box & free & need[:, None], d2.double() + tie, inf.double())
+        near_d2, near = box_d2.topk(k, dim=1, largest=False)  # (M, k)
+        near_d2 = near_d2.float()
+        flat_edges = edges[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
+        inside = polar.edges_contain(points[near].flatten(0, 1), flat_edges).view(num_inst, k)
+        inside &= torch.isfinite(near_d2)
+        # tier 0: inside and on its level; tier 1: inside; tier 2: any location of its level
+        level_d2 = torch.where(in_range & free & need[:, None], d2.double() + tie, inf.double())
+        lvl_d2, lvl_loc = level_d2.topk(k, dim=1, largest=False)  # (M, k)
+        lvl_d2 = lvl_d2.float()
+        big = 1e30  # tier offsets; every distance is far below
+        in_level = torch.gather(in_range, 1, near)
+        cost = torch.cat(
+            [
+                torch.where(inside, near_d2 + torch.where(in_level, 0.0, big), inf),
+                lvl_d2 + 2 * big,
+            ],
+            dim=1,
+        )  # (M, 2k)
+        loc = torch.cat([near, lvl_loc], dim=1)
+        rank = torch.empty(num_inst, dtype=torch.long, device=dev)
+        rank[torch.argsort(areas, stable=True)] = torch.arange(
+            num_inst, device=dev
+        )  # smallest first
+        claimed = torch.zeros(num_loc + 1, dtype=torch.bool, device=dev)  # last: a dummy slot
+        done = torch.zeros(num_inst, dtype=torch.bool, device=dev)
+        chosen = torch.zeros(num_inst, dtype=torch.long, device=dev)
+        for _ in range(_FALLBACK_ROUNDS):
+            c = torch.where(claimed[loc], inf, cost)
+            best, j = c.min(1)
+            want = torch.isfinite(best) & ~done
+            pick = torch.where(want, torch.gather(loc, 1, j[:, None])[:, 0], num_loc)
+            winner = torch.full((num_loc + 1,), num_inst, dtype=torch.long, device=dev)
+            winner = winner.scatter_reduce(0, pick, torch.where(want, rank, num_inst), "amin")
+            win = want & (winner[pick] == rank)
+            claimed[torch.where(win, pick, num_loc)] = True
+            chosen = torch.where(win, pick, chosen)
+            done |= win
+        claimed[num_loc] = False
+        return chosen, torch.arange(num_inst, device=dev), done

@@ -1,0 +1,67 @@
+"""`PolarDatasetMapper`: detectron2's ``DatasetMapper`` plus the annotation-only polar targets."""
+
+import re
+
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+
+from ..modeling.gt_geometry import contour_target_map, ensure_polar_fields
+
+__all__ = ["PolarDatasetMapper", "feature_stride"]
+
+
+def feature_stride(name: str, default: int = 8) -> int:
+    """Stride of a detectron2 FPN feature named ``p<N>`` / ``res<N>`` (2 ** N); else ``default``."""
+    m = re.fullmatch(r"(?:p|res)(\d+)", name)
+    return 2 ** int(m.group(1)) if m else default
+
+
+class PolarDatasetMapper(DatasetMapper):
+    """``DatasetMapper`` that also computes, in the data-loader workers, everything of the polar
+    targets that depends only on the annotations:
+
+    * on ``dataset_dict["instances"]`` the ``gt_polar_*`` fields (`gt_geometry.POLAR_FIELDS`:
+      padded polygon edges of every part, mass centres, areas, boxes, validity);
+    * ``dataset_dict["polar_contour"]``: the contour head's boundary map at
+      ``contour_stride``, (ceil(H / stride), ceil(W / stride)) uint8, with
+      ``"polar_contour_stride"`` and ``"polar_contour_width"`` so the model can check it drew
+      the same thing it would draw.
+
+    The model uses them when present and computes them itself otherwise, so plain
+    ``DatasetMapper`` still trains (slower: the work then runs in the training loop).
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, contour_stride: int = 8, contour_width: int = 1,
+                 **kwargs):  # fmt: skip
+        """
+        Args:
+            is_train, kwargs: as detectron2's ``DatasetMapper``.
+            contour_stride: stride of the feature the contour head reads (8 for ``p3``).
+            contour_width: boundary width in cells (``MODEL.POLAR_REFINE.CONTOUR.BOUNDARY_WIDTH``).
+        """
+        super().__init__(is_train, **kwargs)
+        self.contour_stride = int(contour_stride)
+        self.contour_width = int(contour_width)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        pr = cfg.MODEL.POLAR_REFINE
+        feature = pr.CONTOUR.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
+        ret["contour_stride"] = feature_stride(feature)
+        ret["contour_width"] = pr.CONTOUR.BOUNDARY_WIDTH
+        return ret
+
+    def __call__(self, dataset_dict):
+        dataset_dict = super().__call__(dataset_dict)
+        instances = dataset_dict.get("instances")
+        if instances is not None:
+            ensure_polar_fields(instances)
+            size = tuple(dataset_dict["image"].shape[-2:])
+            dataset_dict["polar_contour"] = contour_target_map(
+                instances, size, self.contour_stride, self.contour_width
+            )
+            dataset_dict["polar_contour_stride"] = self.contour_stride
+            dataset_dict["polar_contour_width"] = self.contour_width
+        return dataset_dict
