@@ -154,10 +154,11 @@ class PolarTargetAssigner:
 
         has_pos = torch.zeros(num_inst + 1, dtype=torch.bool, device=dev)
         has_pos[torch.where(matched >= 0, matched, num_inst)] = True
-        need = valid & ~has_pos[:num_inst]
-        fb_loc, fb_inst, fb_ok = self._fallback(
-            points, centers, areas, in_box, in_range, edges, matched, need
+        need = (valid & ~has_pos[:num_inst]).nonzero().flatten()  # usually a few, often none
+        fb_loc, fb_ok = self._fallback(
+            points, centers[need], areas[need], in_box[need], in_range[need], edges[need], matched
         )
+        fb_inst = need
         fb_radii = polar.edges_radii(points[fb_loc], edges[fb_inst], self.num_rays)
 
         keep = torch.cat([inside, fb_ok])
@@ -175,8 +176,8 @@ class PolarTargetAssigner:
             "centerness": polar.polar_centerness(radii),
         }
 
-    def _fallback(self, points, centers, areas, in_box, in_range, edges, matched, need):
-        """A location for every instance in ``need`` (M,) that has no positive.
+    def _fallback(self, points, centers, areas, in_box, in_range, edges, matched):
+        """A location for each of the M' instances given (those left without a positive).
 
         Each takes the free location nearest to its mass centre among, in order of preference:
         locations inside the object on its own level, inside it on any level (both among its
@@ -186,8 +187,10 @@ class PolarTargetAssigner:
         `_FALLBACK_ROUNDS` rounds (the losers try their next choice). In the last case some rays
         may miss the object, and its centerness target (so its regression weight) is 0.
 
-        Returns (M,) location, (M,) instance and (M,) bool "assigned" (fixed shapes, no host
-        synchronisation).
+        Args: points (R, 2); centers (M', 2); areas (M',); in_box, in_range (M', R) bool;
+            edges (M', E, 2, 2); matched (R,) instance of each location, -1 if free.
+
+        Returns (M',) location and (M',) bool "assigned" (fixed shapes, no host synchronisation).
         """
         num_inst, num_loc = in_box.shape
         dev = points.device
@@ -198,14 +201,14 @@ class PolarTargetAssigner:
         # equal distances are common on a grid: break ties by location index, so the choice
         # does not depend on how topk orders them
         tie = torch.arange(num_loc, device=dev, dtype=torch.float64) * 1e-9
-        box_d2 = torch.where(in_box & free & need[:, None], d2.double() + tie, inf.double())
+        box_d2 = torch.where(in_box & free, d2.double() + tie, inf.double())
         near_d2, near = box_d2.topk(k, dim=1, largest=False)  # (M, k)
         near_d2 = near_d2.float()
         flat_edges = edges[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
         inside = polar.edges_contain(points[near].flatten(0, 1), flat_edges).view(num_inst, k)
         inside &= torch.isfinite(near_d2)
         # tier 0: inside and on its level; tier 1: inside; tier 2: any location of its level
-        level_d2 = torch.where(in_range & free & need[:, None], d2.double() + tie, inf.double())
+        level_d2 = torch.where(in_range & free, d2.double() + tie, inf.double())
         lvl_d2, lvl_loc = level_d2.topk(k, dim=1, largest=False)  # (M, k)
         lvl_d2 = lvl_d2.float()
         big = 1e30  # tier offsets; every distance is far below
@@ -236,5 +239,4 @@ class PolarTargetAssigner:
             claimed[torch.where(win, pick, num_loc)] = True
             chosen = torch.where(win, pick, chosen)
             done |= win
-        claimed[num_loc] = False
-        return chosen, torch.arange(num_inst, device=dev), done
+        return chosen, done
