@@ -38,6 +38,12 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.PRIOR_PROB = 0.01
     # Centre sampling: positives lie within RADIUS * stride of the mass centre (clipped to the box).
     node.CENTER_SAMPLE_RADIUS = 1.5
+    # Centre-ness target of a fallback positive that lies outside its object (tiny or thin
+    # objects with no location inside): "zero" (the polar centre-ness of its radii, 0 because
+    # some rays miss the object, which also zeroes its regression weight and, at test time,
+    # suppresses it through class x centre scoring) or "hit_rays" (centre-ness of the rays that
+    # meet the object).
+    node.FALLBACK_CENTERNESS = "zero"
     # Upper bounds of the object size (largest centre-to-box distance, input pixels) handled by
     # each level but the last; the last level takes everything larger. Must have
     # len(IN_FEATURES) - 1 entries; if not, ranges are derived from the strides (8 * stride).
@@ -71,6 +77,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Clamp of the sampling coordinates in grid_sample's normalised [-1, 1] frame. Points farther
     # out read zeros; the clamp also keeps NaN/huge radii from reaching grid_sample.
     node.REFINE.GRID_CLAMP = 2.0
+    # The polar IoU loss reads radii clamped at 0, so a refined ray that goes negative gets no
+    # gradient and can stay dead. True: the clamp is straight-through in the fine loss (same
+    # value; a negative ray gets the gradient of a ray of length 0).
+    node.REFINE.NEGATIVE_RAY_GRADIENT = False
 
     # Global contour perception head (training only; never run at inference).
     node.CONTOUR = CN()

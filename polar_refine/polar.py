@@ -224,6 +224,7 @@ def polar_iou_loss(
     weight: Optional[torch.Tensor] = None,
     reduction: str = "sum",
     eps: float = 1e-6,
+    straight_through: bool = False,
 ) -> torch.Tensor:
     """Polar IoU loss ``log(sum_k max / sum_k min)`` per row (the seed's L_coarse and L_fine).
 
@@ -232,11 +233,17 @@ def polar_iou_loss(
             both sums keeps the loss and its gradient finite.
         weight: optional (N,) per-row weights (the centerness targets in the model).
         reduction: "sum", "mean" or "none".
+        straight_through: negative predictions are read as 0 either way; with this, the clamp
+            passes gradients through (a negative ray gets the gradient of a ray of length 0)
+            instead of blocking them.
 
     Returns:
         scalar, or (N,) for ``reduction="none"``.
     """
-    pred = pred.clamp(min=0)
+    if straight_through:
+        pred = pred + (pred.clamp(min=0) - pred).detach()
+    else:
+        pred = pred.clamp(min=0)
     r_max = torch.maximum(pred, target).sum(-1) + eps
     r_min = torch.minimum(pred, target).sum(-1) + eps
     loss = (r_max / r_min).log()

@@ -1,5 +1,6 @@
 """The per-instance, host-side label assignment this project used before the assigner became
-tensor-only (commit ae91aa8), kept verbatim as a reference for tests/test_targets_offloop.py."""
+tensor-only (commit ae91aa8), kept as a reference for tests/test_training_scale.py and
+benchmarks/train_speed.py. Verbatim but for the smallest-area tie-break (marked below)."""
 
 from typing import Dict, List, Sequence, Tuple
 
@@ -187,7 +188,11 @@ class ReferenceAssigner:
             & (py <= torch.minimum(cy + rad, y1))
         )
         cand = in_box & in_range & in_center  # (M, R)
-        quality = cand.float() * (1e8 - areas[:, None])
+        # the one change to the frozen code: an exact smallest-area tie-break (the float32
+        # ``1e8 - area`` was quantised to ~8 px^2), which the current assigner also uses
+        rank = torch.empty(len(areas), dtype=torch.long, device=dev)
+        rank[torch.argsort(areas, stable=True)] = torch.arange(len(areas), device=dev)
+        quality = cand * (len(areas) - rank)[:, None]
         best, matched = quality.max(0)  # (R,)
         matched = torch.where(best > 0, matched, torch.full_like(matched, -1))
 

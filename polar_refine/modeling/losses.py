@@ -32,14 +32,30 @@ def centerness_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
 
 
-def radius_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def radius_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    negative_ray_gradient: bool = False,
+) -> torch.Tensor:
     """Polar IoU loss of (P, K) radii, weighted by the (P,) centerness targets, summed.
 
-    Non-finite predictions are zeroed (with zero gradient) so one bad row cannot poison the batch.
+    The polar IoU reads radii clamped at 0, so a ray predicted negative (possible after the
+    refine module's correction) gets no gradient and can stay dead. With
+    ``negative_ray_gradient`` the clamp is straight-through: the loss value is the same, and a
+    negative ray gets the gradient a ray of length 0 would get (pushing it out towards its
+    target). Non-finite predictions are zeroed (with zero gradient) so one bad row cannot
+    poison the batch.
     """
     finite = torch.isfinite(pred).all(1)
     pred = torch.where(finite[:, None], pred, pred.detach().nan_to_num(0.0, 0.0, 0.0))
-    return polar_iou_loss(pred, target, weight=weight * finite, reduction="sum")
+    return polar_iou_loss(
+        pred,
+        target,
+        weight=weight * finite,
+        reduction="sum",
+        straight_through=negative_ray_gradient,
+    )
 
 
 def contour_loss(

@@ -68,6 +68,7 @@ class PolarRefine(DenseDetector):
         contour_loss_weight: float = 1.0,
         contour_boundary_width: int = 1,
         loss_normalizer_momentum: float = 0.9,
+        negative_ray_gradient: bool = False,
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.5,
@@ -105,6 +106,7 @@ class PolarRefine(DenseDetector):
         self.contour_loss_weight = contour_loss_weight
         self.contour_boundary_width = contour_boundary_width
         self.loss_normalizer_momentum = loss_normalizer_momentum
+        self.negative_ray_gradient = negative_ray_gradient
         self.test_score_thresh = test_score_thresh
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
@@ -147,6 +149,7 @@ class PolarRefine(DenseDetector):
             "contour_loss_weight": pr.CONTOUR.LOSS_WEIGHT,
             "contour_boundary_width": pr.CONTOUR.BOUNDARY_WIDTH,
             "loss_normalizer_momentum": pr.LOSS_NORMALIZER_MOMENTUM,
+            "negative_ray_gradient": pr.REFINE.NEGATIVE_RAY_GRADIENT,
             "test_score_thresh": pr.SCORE_THRESH_TEST,
             "test_topk_candidates": pr.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": pr.NMS_THRESH_TEST,
@@ -356,9 +359,8 @@ class PolarRefine(DenseDetector):
             fine = outputs["fine"].float()
             # with no positive the refine module's weights are unused: keep them in the graph
             # (DDP) by a zero made from the parameters, which are finite, not from activations
-            losses["loss_fine"] = radius_loss(
-                fine, tgt_radii, tgt_ctr
-            ) / norm_ctr + zero_like_params(self.refine)
+            fine_loss = radius_loss(fine, tgt_radii, tgt_ctr, self.negative_ray_gradient)
+            losses["loss_fine"] = fine_loss / norm_ctr + zero_like_params(self.refine)
         if "contour" in outputs:
             tgt = targets["contour"]
             count = reduce_mean(tgt.sum()).clamp(min=1.0)

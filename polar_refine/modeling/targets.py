@@ -59,10 +59,29 @@ class PolarTargetAssigner:
     """
 
     @configurable
-    def __init__(self, *, num_classes: int, num_rays: int = 36, center_sample_radius: float = 1.5):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        num_rays: int = 36,
+        center_sample_radius: float = 1.5,
+        fallback_centerness: str = "zero",
+    ):
+        """
+        Args:
+            num_classes, num_rays, center_sample_radius: see ``MODEL.POLAR_REFINE``.
+            fallback_centerness: centre-ness target of a fallback positive outside its object
+                (some rays miss it): "zero" (the polar centre-ness of its radii, 0 since a ray
+                is 0) or "hit_rays" (the polar centre-ness of the rays that meet the object).
+        """
+        if fallback_centerness not in ("zero", "hit_rays"):
+            raise ValueError(
+                f"fallback_centerness must be 'zero' or 'hit_rays', got {fallback_centerness!r}"
+            )
         self.num_classes = num_classes
         self.num_rays = num_rays
         self.center_sample_radius = float(center_sample_radius)
+        self.fallback_centerness = fallback_centerness
 
     @classmethod
     def from_config(cls, cfg):
@@ -71,6 +90,7 @@ class PolarTargetAssigner:
             "num_classes": pr.NUM_CLASSES,
             "num_rays": pr.NUM_RAYS,
             "center_sample_radius": pr.CENTER_SAMPLE_RADIUS,
+            "fallback_centerness": pr.FALLBACK_CENTERNESS,
         }
 
     @torch.no_grad()
@@ -140,7 +160,11 @@ class PolarTargetAssigner:
             & (py <= torch.minimum(cy + rad, y1))
         )
         cand = in_box & in_range & in_center  # (M, R)
-        quality = cand.float() * (1e8 - areas[:, None])
+        # smallest area wins: rank by area (exact; ``1e8 - area`` in float32 is quantised to
+        # ~8 px^2, so between overlapping tiny objects the larger could win)
+        rank = torch.empty(num_inst, dtype=torch.long, device=dev)
+        rank[torch.argsort(areas, stable=True)] = torch.arange(num_inst, device=dev)
+        quality = cand * (num_inst - rank)[:, None]  # (M, R) long, 0 where not a candidate
         best, matched = quality.max(0)  # (R,)
         matched = torch.where(best > 0, matched, torch.full_like(matched, -1))
 
@@ -173,8 +197,20 @@ class PolarTargetAssigner:
             "pos_idx": pos_idx,
             "pos_inst": pos_inst,
             "radii": radii,
-            "centerness": polar.polar_centerness(radii),
+            "centerness": self._centerness(radii),
         }
+
+    def _centerness(self, radii: torch.Tensor) -> torch.Tensor:
+        """(P, K) -> (P,) centre-ness targets; see ``fallback_centerness``. Positives inside
+        their object see it on every ray, so both rules agree for them."""
+        if self.fallback_centerness == "zero":
+            return polar.polar_centerness(radii)
+        hit = radii > 0
+        r_min = torch.where(hit, radii, torch.full_like(radii, float("inf"))).amin(-1)
+        r_max = radii.amax(-1)
+        ok = hit.any(-1)
+        ctr = (torch.where(ok, r_min, 0.0) / r_max.clamp(min=1e-6)).sqrt()
+        return torch.where(ok, ctr, torch.zeros_like(ctr))
 
     def _fallback(self, points, centers, areas, in_box, in_range, edges, matched):
         """A location for each of the M' instances given (those left without a positive).
