@@ -37,6 +37,20 @@ ROWS = {
         ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_dsb2018.yaml", []),
     ],
 }  # fmt: skip
+# Issue 11: one row per change, each on top of the full model (model 2) of its dataset.
+FULL = {"shapes": "configs/Shapes/polar_refine_tiny.yaml",
+        "dsb2018": "configs/DSB2018/polar_refine_contour_R_18_tiny.yaml"}  # fmt: skip
+CHANGES = [
+    ("model 2, fallback centre-ness from hit rays",
+     ["MODEL.POLAR_REFINE.FALLBACK_CENTERNESS", "hit_rays"]),
+    ("model 2, negative-ray gradient", ["MODEL.POLAR_REFINE.REFINE.NEGATIVE_RAY_GRADIENT", "True"]),
+    ("model 2, coarse not detached", ["MODEL.POLAR_REFINE.REFINE.DETACH_COARSE", "False"]),
+]  # fmt: skip
+for _ds, _cfg in FULL.items():
+    ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]
+# The equal-time row: model 2 trained for the wall time of Mask R-CNN's budget, measured in the
+# same run (its iterations = budget x Mask R-CNN's s/iter / model 2's s/iter, per seed).
+EQUAL_TIME = "model 2 at Mask R-CNN's training time"
 # Iteration budget per dataset, the same for every row of that dataset (CPU-sized: one seed of
 # all four rows fits in about half an hour on 2 cores).
 ITERS = {"shapes": 1000, "dsb2018": 800}
@@ -66,6 +80,20 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     }
     json.dump(result, open(done, "w"), indent=1)
     return dict(result, s_per_iter=seconds_per_iter(out))
+
+
+def run_equal_time(dataset, seed, out_root, iters=None):
+    """Model 2 for as many iterations as fit in Mask R-CNN's training time on this seed (both
+    runs' s/iter come from this run of the script or from finished runs it reuses)."""
+    iters = iters or ITERS[dataset]
+    by_name = {name: (cfg, opts) for name, cfg, opts in ROWS[dataset]}
+    model2 = "+ refine + contour (model 2)"
+    mrcnn = run_one(dataset, seed, "Mask R-CNN (detectron2)", *by_name["Mask R-CNN (detectron2)"],
+                    out_root, iters)  # fmt: skip
+    full = run_one(dataset, seed, model2, *by_name[model2], out_root, iters)
+    n = int(round(iters * mrcnn["s_per_iter"] / full["s_per_iter"]))
+    res = run_one(dataset, seed, EQUAL_TIME, *by_name[model2], out_root, n)
+    return dict(res, iters=n)
 
 
 def trained_iters(out):
@@ -109,15 +137,24 @@ def main():
     )
     ap.add_argument("--out", default=os.path.join(ROOT, "output", "ablation"))
     ap.add_argument("--rows", nargs="+", default=None, help="only rows whose name has one of these")
+    ap.add_argument(
+        "--equal-time", action="store_true",
+        help=f"add the row {EQUAL_TIME!r} (needs the Mask R-CNN and model 2 runs of each seed)",
+    )  # fmt: skip
     args = ap.parse_args()
     lines = []
     for ds in args.datasets:
         rows = [r for r in ROWS[ds] if not args.rows or any(k in r[0] for k in args.rows)]
         results = {name: [] for name, _, _ in rows}
+        equal_time = args.equal_time and (not args.rows or any(k in EQUAL_TIME for k in args.rows))
+        if equal_time:
+            results[EQUAL_TIME] = []
         for seed in args.seeds:
             for name, cfg, opts in rows:
                 iters = args.iters or ITERS[ds]
                 results[name].append(run_one(ds, seed, name, cfg, opts, args.out, iters))
+            if equal_time:
+                results[EQUAL_TIME].append(run_equal_time(ds, seed, args.out, args.iters))
         extra = ["AP@100"] if ds == "dsb2018" else []
         head = "| " + ds + " row | " + " | ".join(f"segm {m}" for m in METRICS + extra)
         lines += [
