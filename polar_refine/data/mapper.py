@@ -37,7 +37,8 @@ class PolarDatasetMapper(DatasetMapper):
         """
         Args:
             is_train, kwargs: as detectron2's ``DatasetMapper``.
-            contour_stride: stride of the feature the contour head reads (8 for ``p3``).
+            contour_stride: stride of the feature the contour head reads (8 for ``p3``); 0 when
+                the model has no contour head (no map is drawn).
             contour_width: boundary width in cells (``MODEL.POLAR_REFINE.CONTOUR.BOUNDARY_WIDTH``).
         """
         super().__init__(is_train, **kwargs)
@@ -49,7 +50,7 @@ class PolarDatasetMapper(DatasetMapper):
         ret = super().from_config(cfg, is_train)
         pr = cfg.MODEL.POLAR_REFINE
         feature = pr.CONTOUR.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
-        ret["contour_stride"] = feature_stride(feature)
+        ret["contour_stride"] = feature_stride(feature) if pr.CONTOUR.ENABLED else 0
         ret["contour_width"] = pr.CONTOUR.BOUNDARY_WIDTH
         return ret
 
@@ -58,6 +59,7 @@ class PolarDatasetMapper(DatasetMapper):
         instances = dataset_dict.get("instances")
         if instances is not None:
             ensure_polar_fields(instances)
+        if instances is not None and self.contour_stride > 0:
             size = tuple(dataset_dict["image"].shape[-2:])
             dataset_dict["polar_contour"] = contour_target_map(
                 instances, size, self.contour_stride, self.contour_width
