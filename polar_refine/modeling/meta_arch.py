@@ -57,6 +57,7 @@ class PolarRefine(DenseDetector):
         head_in_features: List[str],
         assigner: PolarTargetAssigner,
         refine: Optional[PolarRefineModule] = None,
+        extra_refine: Optional[List[PolarRefineModule]] = None,
         contour: Optional[ContourHead] = None,
         contour_in_feature: Optional[str] = None,
         num_classes: int,
@@ -83,6 +84,8 @@ class PolarRefine(DenseDetector):
             head: dense polar head (see ``POLAR_HEAD_REGISTRY``).
             assigner: label assignment.
             refine: the refine module, or None for coarse radii only (PolarMask).
+            extra_refine: further refine stages (``REFINE.NUM_STAGES - 1``): stage s samples the
+                features on stage s - 1's contour and adds its own correction.
             contour: the training-only contour head, or None.
             contour_in_feature: the level ``contour`` reads (default: the finest).
             Other arguments are documented in ``polar_refine/config.py``.
@@ -94,6 +97,9 @@ class PolarRefine(DenseDetector):
         self.strides = [shapes[f].stride for f in self.head_in_features]
         self.assigner = assigner
         self.refine = refine
+        self.extra_refine = nn.ModuleList(extra_refine or [])
+        if len(self.extra_refine) and refine is None:
+            raise ValueError("extra_refine stages need the first refine stage")
         self.contour = contour
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
         self.contour_stride = shapes[self.contour_in_feature].stride
@@ -134,6 +140,10 @@ class PolarRefine(DenseDetector):
             "head_in_features": in_features,
             "assigner": PolarTargetAssigner(cfg),
             "refine": PolarRefineModule(cfg, in_channels=channels) if pr.REFINE.ENABLED else None,
+            "extra_refine": [
+                PolarRefineModule(cfg, in_channels=channels)
+                for _ in range(pr.REFINE.NUM_STAGES - 1 if pr.REFINE.ENABLED else 0)
+            ],
             "contour": (
                 ContourHead(cfg, in_channels=shapes[contour_feature].channels)
                 if pr.CONTOUR.ENABLED
@@ -267,8 +277,8 @@ class PolarRefine(DenseDetector):
             "centerness": torch.cat([t["centerness"] for t in targets]),
         }
         if self.refine is not None:
-            outputs["fine"] = self.refine(
-                features, self.strides, levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
+            outputs["fine"] = self.refine_radii(
+                features, levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
             )
         if self.contour is not None and contour_feature is not None:
             outputs["contour"] = self.contour(contour_feature)
@@ -277,6 +287,21 @@ class PolarRefine(DenseDetector):
                 gt_instances, images.image_sizes, outputs["contour"].shape[-2:], maps
             )
         return self.losses(outputs, tgt)
+
+    def refine_stages(self) -> List[PolarRefineModule]:
+        """The refine stages in order (empty for PolarMask)."""
+        return [] if self.refine is None else [self.refine, *self.extra_refine]
+
+    def refine_radii(self, features, level_idx, image_idx, cells, coarse) -> List[torch.Tensor]:
+        """Every refine stage's (P, K) radii. Stage 1 corrects the coarse radii; stage s > 1
+        samples on stage s - 1's contour (its radii clamped at 0, as drawn) and corrects them."""
+        out, r = [], coarse
+        for s, stage in enumerate(self.refine_stages()):
+            r = stage(
+                features, self.strides, level_idx, image_idx, cells, r.clamp(min=0) if s else r
+            )
+            out.append(r)
+        return out
 
     def _flat_predictions(self, predictions):
         """Per-level (cls, ctr, coarse) maps -> (N, R, L), (N, R), (N, R, K), all levels."""
@@ -314,8 +339,8 @@ class PolarRefine(DenseDetector):
 
         Args:
             outputs: ``cls`` (N, R, L) logits of every location; ``ctr`` (P,) logits,
-                ``coarse`` and optionally ``fine`` (P, K) radii of the P positives; optionally
-                ``contour`` (N, 1, H, W) logits.
+                ``coarse`` (P, K) radii of the P positives, optionally ``fine``, a list of
+                (P, K) radii, one per refine stage; optionally ``contour`` (N, 1, H, W) logits.
             targets: ``labels`` (N, R) (``num_classes`` = background); ``radii`` (P, K);
                 ``centerness`` (P,); ``contour`` (N, 1, H, W) with ``outputs["contour"]``.
 
@@ -355,12 +380,12 @@ class PolarRefine(DenseDetector):
             * radius_loss(coarse, tgt_radii, tgt_ctr)
             / norm_ctr,
         }
-        if "fine" in outputs:
-            fine = outputs["fine"].float()
+        for s, (fine, stage) in enumerate(zip(outputs.get("fine", []), self.refine_stages())):
             # with no positive the refine module's weights are unused: keep them in the graph
             # (DDP) by a zero made from the parameters, which are finite, not from activations
-            fine_loss = radius_loss(fine, tgt_radii, tgt_ctr, self.negative_ray_gradient)
-            losses["loss_fine"] = fine_loss / norm_ctr + zero_like_params(self.refine)
+            fine_loss = radius_loss(fine.float(), tgt_radii, tgt_ctr, self.negative_ray_gradient)
+            key = "loss_fine" if s == 0 else f"loss_fine{s + 1}"
+            losses[key] = fine_loss / norm_ctr + zero_like_params(stage)
         if "contour" in outputs:
             tgt = targets["contour"]
             count = reduce_mean(tgt.sum()).clamp(min=1.0)
@@ -375,7 +400,7 @@ class PolarRefine(DenseDetector):
             with torch.no_grad():
                 storage.put_scalar("polar_iou_coarse", polar_iou(coarse, tgt_radii).mean())
                 if "fine" in outputs:
-                    iou = polar_iou(outputs["fine"].float().clamp(min=0), tgt_radii).mean()
+                    iou = polar_iou(outputs["fine"][-1].float().clamp(min=0), tgt_radii).mean()
                     storage.put_scalar("polar_iou_fine", iou)
         return losses
 
@@ -389,7 +414,7 @@ class PolarRefine(DenseDetector):
         img_idx, level, cells, cls_prob, ctr_prob, classes, r_coarse = cand
         r_fine = r_coarse
         if self.refine is not None:
-            r_fine = self.refine(features, self.strides, level, img_idx, cells, r_coarse)
+            r_fine = self.refine_radii(features, level, img_idx, cells, r_coarse)[-1]
         strides = torch.tensor(self.strides, device=cells.device, dtype=torch.float32)[level]
         centers = (cells + 0.5) * strides[:, None]
         scores = cls_prob * ctr_prob
