@@ -45,6 +45,9 @@ CHANGES = [
      ["MODEL.POLAR_REFINE.FALLBACK_CENTERNESS", "hit_rays"]),
     ("model 2, negative-ray gradient", ["MODEL.POLAR_REFINE.REFINE.NEGATIVE_RAY_GRADIENT", "True"]),
     ("model 2, coarse not detached", ["MODEL.POLAR_REFINE.REFINE.DETACH_COARSE", "False"]),
+    ("model 2, 2 refine stages", ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "2"]),
+    ("model 2, 3 refine stages", ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "3"]),
+    ("model 2, 72 rays", ["MODEL.POLAR_REFINE.NUM_RAYS", "72"]),
 ]  # fmt: skip
 for _ds, _cfg in FULL.items():
     ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]
