@@ -25,9 +25,9 @@ class ExportedModelError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def read_metadata(onnx_model) -> Dict:
-    """The export metadata (config values the predictor needs) of a loaded ``onnx.ModelProto``."""
-    props = {p.key: p.value for p in onnx_model.metadata_props}
+def read_metadata(props: Dict[str, str]) -> Dict:
+    """The export metadata (config values a predictor needs) from an ONNX model's metadata
+    properties (``onnxruntime``'s ``session.get_modelmeta().custom_metadata_map``)."""
     if METADATA_KEY not in props:
         raise ExportedModelError(
             f"the ONNX model has no '{METADATA_KEY}' metadata: was it written by export_model.py?"
@@ -64,7 +64,6 @@ class ONNXPredictor:
             num_threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
         """
         try:
-            import onnx
             import onnxruntime as ort
         except ImportError as e:
             raise ExportedModelError(
@@ -73,7 +72,6 @@ class ONNXPredictor:
         if not os.path.isfile(path):
             raise ExportedModelError(f"no such ONNX model file: {path}")
         try:
-            meta = read_metadata(onnx.load(path, load_external_data=False))
             options = ort.SessionOptions()
             options.intra_op_num_threads = num_threads
             options.log_severity_level = 3  # errors only
@@ -81,10 +79,9 @@ class ONNXPredictor:
             order = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             providers = providers or [p for p in order if p in available]
             self.session = ort.InferenceSession(path, options, providers=list(providers))
-        except ExportedModelError:
-            raise
-        except Exception as e:  # protobuf DecodeError, ORT's Fail / InvalidGraph, ...
+        except Exception as e:  # ORT's Fail / InvalidProtobuf / InvalidGraph, ...
             raise ExportedModelError(f"cannot load ONNX model {path}: {e}") from e
+        meta = read_metadata(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
         self.input_format = meta["input_format"]
         self.min_size = int(meta["min_size_test"])
