@@ -270,3 +270,25 @@ def test_demo_runs_the_onnx_model_on_images_video_and_webcam(exported, tmp_path)
     corrupt.write_bytes(b"garbage")
     args = ["--onnx", str(corrupt), "--input", str(images), "--output", str(tmp_path / "x")]
     assert demo.main(args) == 2
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"MODEL__POLAR_REFINE__REFINE__ENABLED": False},
+        {"MODEL__POLAR_REFINE__REFINE__NUM_STAGES": 2},
+    ],
+    ids=["coarse_only", "two_refine_stages"],
+)
+def test_other_rows_export_and_match_eager(tmp_path, overrides):
+    """PolarMask (no refine) and a 2-stage refine export too (random weights, threshold 0)."""
+    from polar_refine.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(MODEL__POLAR_REFINE__SCORE_THRESH_TEST=0.0, **overrides)).eval()
+    path = export_onnx(model, draw_image(96, 128, TRAIN_A), str(tmp_path / "m.onnx"), {})
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    image = draw_image(130, 90, TRAIN_B, 2)
+    _assert_same_detections(
+        sess.run(list(OUTPUT_NAMES), {"image": image.numpy()}), _eager(model, image)
+    )
