@@ -213,3 +213,75 @@ def test_register_coco_folder_metadata(tmp_path):
     register_coco_folder("own_data_meta", f"{data}/val.json", f"{data}/images")  # re-register
     with pytest.raises(ValueError, match="already registered"):
         register_coco_folder("coco_2017_val", f"{data}/val.json", f"{data}/images")
+
+
+# coco128-seg images with one large object each (zebra 24, airplane 5, bed 65, toilet 70: real
+# COCO ids, beyond the 80 contiguous ones for the last two)
+COCO128_IMAGES = (34, 81, 514, 636)
+COCO128_ITERS = 30
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(SHARED_DATA, "coco128-seg", "annotations.json")),
+    reason="../shared/data/coco128-seg is not available",
+)
+def test_tiny_config_on_coco128_reaches_ap_above_zero(tmp_path, tmp_cache, monkeypatch):
+    """The tiny config (80 classes) trained briefly on 4 coco128_seg images, evaluated on them by
+    `PolarCOCOEvaluator`: AP > 0, and the results carry the real COCO category ids."""
+    from conftest import tiny_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    from polar_refine.engine import PolarRefineTrainer
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", SHARED_DATA)
+    name = "coco128_seg_4_large"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(
+            name,
+            lambda: [
+                d for d in DatasetCatalog.get("coco128_seg") if d["image_id"] in COCO128_IMAGES
+            ],
+        )
+    full = MetadataCatalog.get("coco128_seg")
+    MetadataCatalog.get(name).set(  # no json_file: the evaluator writes the subset's COCO json
+        thing_classes=list(full.thing_classes),
+        thing_dataset_id_to_contiguous_id=dict(full.thing_dataset_id_to_contiguous_id),
+        evaluator_type="polar_coco",
+    )
+    out = str(tmp_path / "coco128")
+    cfg = tiny_cfg(
+        MODEL__POLAR_REFINE__NUM_CLASSES="80",
+        DATASETS__TRAIN=f"('{name}',)",
+        DATASETS__TEST=f"('{name}',)",
+        INPUT__MIN_SIZE_TRAIN="(224,)",
+        INPUT__MAX_SIZE_TRAIN="400",
+        INPUT__MIN_SIZE_TEST="224",
+        INPUT__MAX_SIZE_TEST="400",
+        INPUT__RANDOM_FLIP="none",
+        SOLVER__IMS_PER_BATCH="4",
+        SOLVER__WARMUP_ITERS="10",
+        SOLVER__STEPS="(1000,)",
+        SOLVER__MAX_ITER=str(COCO128_ITERS),
+        SOLVER__CHECKPOINT_PERIOD="100000",
+        DATALOADER__NUM_WORKERS="0",
+        SEED="0",
+        OUTPUT_DIR=out,
+    )
+    trainer = PolarRefineTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()  # evaluates after the last iteration, into metrics.json
+    with open(os.path.join(out, "metrics.json")) as f:
+        final = [json.loads(line) for line in f][-1]
+    assert final["segm/AP"] > 0 and final["bbox/AP"] > 0, final
+
+    coco_ids = {c["id"] for c in COCO_CATEGORIES if c["isthing"]}
+    with open(os.path.join(out, "inference", name, "coco_instances_results.json")) as f:
+        results = json.load(f)
+    assert results and {r["category_id"] for r in results} <= coco_ids
+    assert {r["image_id"] for r in results} <= set(COCO128_IMAGES)
+    gt_json = os.path.join(out, "inference", name, f"{name}_coco_format.json")
+    with open(gt_json) as f:
+        gt = json.load(f)
+    assert {c["id"] for c in gt["categories"]} == coco_ids  # 1..90 with gaps, not 0..79
+    assert {a["category_id"] for a in gt["annotations"]} == {24, 5, 65, 70}
