@@ -56,6 +56,27 @@ def _run(argv):
     return train_net.main(add_dataset_arguments(default_argument_parser()).parse_args(argv))
 
 
+def _settings(model):
+    """The plain settings (numbers, strings, lists) of every module of ``model`` and of its
+    target assigner, by attribute path."""
+    from omegaconf import ListConfig
+
+    out = {}
+    owners = [(n, m) for n, m in model.named_modules()] + [("assigner", model.assigner)]
+    for name, owner in owners:
+        for key, value in vars(owner).items():
+            if isinstance(value, ListConfig):
+                value = list(value)
+            if isinstance(value, (list, tuple)) and not all(
+                isinstance(v, (int, float, str)) for v in value
+            ):
+                continue  # lists of modules: compared through repr above
+            if key.startswith("_") or not isinstance(value, (int, float, str, list, tuple)):
+                continue
+            out[f"{name}.{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def _metrics(out):
     with open(os.path.join(out, "metrics.json")) as f:
         return [json.loads(line) for line in f]
@@ -89,13 +110,19 @@ def test_python_config_instantiates_as_its_yaml_twin(path):
     assert shapes == {k: tuple(v.shape) for k, v in twin.state_dict().items()}
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     assert trainable == {k for k, p in twin.named_parameters() if p.requires_grad}
+    assert _settings(model) == _settings(twin)
 
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     assert optimizer.param_groups
     scheduler = instantiate(cfg.lr_multiplier)
     assert 0 < scheduler(0.0) < 1 and scheduler(0.5) == 1.0  # warm-up, then the base LR
-    instantiate(cfg.dataloader.train.mapper)
+    from polar_refine.data import PolarDatasetMapper
+
+    train_mapper = instantiate(cfg.dataloader.train.mapper)
+    assert isinstance(train_mapper, PolarDatasetMapper)  # as TARGETS_IN_LOADER in the YAML
+    assert train_mapper.contour_stride == model.contour_stride
+    assert train_mapper.use_instance_mask and train_mapper.instance_mask_format == "polygon"
     instantiate(cfg.dataloader.test.mapper)
     for split in ("train", "test"):
         assert cfg.dataloader[split].dataset.names in DatasetCatalog.list()
@@ -165,12 +192,22 @@ def test_tiny_python_config_trains_resumes_and_evaluates(tmp_path, tmp_cache):
     assert all(k in res["segm"] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
 
 
-def test_lazy_amp_on_cpu(tmp_path, tmp_cache):
+def test_lazy_amp_on_cpu(tmp_path, tmp_cache, monkeypatch):
     """train.amp.enabled (on in the COCO configs) trains on the CPU (bf16 autocast)."""
+    from polar_refine.engine import PolarAMPTrainer, lazy
+
+    built, original = [], lazy.build_train_loop
+
+    def recording(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(lazy, "build_train_loop", recording)
     out = str(tmp_path / "amp")
     argv = ["--config-file", TINY_PY] + FAST
     argv += [f"train.output_dir={out}", "train.max_iter=2", "train.amp.enabled=True"]
     argv += ["train.eval_period=0", "dataloader.test.dataset.names=shapes_tiny_val"]
     _run(argv)
+    assert len(built) == 1 and isinstance(built[0], PolarAMPTrainer)
     losses = [r["total_loss"] for r in _metrics(out) if "total_loss" in r]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))

@@ -54,6 +54,7 @@ model = L(PolarRefine)(
     contour_loss_weight=1.0,
     contour_boundary_width=1,
     loss_normalizer_momentum=0.9,
+    negative_ray_gradient=False,
     test_score_thresh=0.05,
     test_topk_candidates=1000,
     test_nms_thresh=0.5,

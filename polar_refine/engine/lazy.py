@@ -23,7 +23,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.engine import default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import (
@@ -31,6 +31,8 @@ from detectron2.solver.build import (
     _generate_optimizer_class_with_gradient_clipping,
 )
 from detectron2.utils import comm
+
+from .amp import build_train_loop
 
 __all__ = [
     "lazy_setup",
@@ -96,22 +98,6 @@ def add_gradient_clipping(optimizer: torch.optim.Optimizer, clip_gradients) -> N
     )
 
 
-def _build_step_trainer(model, data_loader, optimizer, amp: bool):
-    """The step trainer: `polar_refine.engine.build_train_loop` (bf16 autocast on the CPU, fp16
-    on CUDA); detectron2's own trainers if that is unavailable (then AMP only on CUDA)."""
-    try:
-        from .amp import build_train_loop
-    except ImportError:  # pragma: no cover - older checkouts without the AMP trainer
-        build_train_loop = None
-    if build_train_loop is not None:
-        return build_train_loop(model, data_loader, optimizer, amp=amp)
-    if amp and torch.cuda.is_available():
-        return AMPTrainer(model, data_loader, optimizer)
-    if amp:
-        logger.warning("train.amp.enabled: no CUDA and no CPU AMP trainer; training in fp32.")
-    return SimpleTrainer(model, data_loader, optimizer)
-
-
 def _set_evaluator_output_dir(cfg) -> None:
     """Default ``dataloader.evaluator.output_dir`` (when present and None) to
     ``<train.output_dir>/inference/<dataset>``, where the COCO results json is written."""
@@ -161,7 +147,8 @@ def do_train(cfg, resume: bool = False):
 
     train_loader = instantiate(cfg.dataloader.train)
     model = _wrap_ddp(model, cfg)
-    trainer = _build_step_trainer(model, train_loader, optimizer, bool(cfg.train.amp.enabled))
+    # SimpleTrainer, or with train.amp.enabled the AMP trainer (fp16 on CUDA, bf16 on the CPU)
+    trainer = build_train_loop(model, train_loader, optimizer, amp=bool(cfg.train.amp.enabled))
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
 
     results = {}
