@@ -119,7 +119,7 @@ def make_coco_folder(root, num_images=4, seed=0):
 
 
 README = os.path.join(ROOT, "README.md")
-README_ITERS = 24  # enough for detections above the 0.05 score threshold on this easy folder
+README_ITERS = 30  # enough for detections above the 0.05 score threshold on this easy folder
 
 
 def readme_own_data_commands() -> str:
