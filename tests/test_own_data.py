@@ -285,3 +285,25 @@ def test_tiny_config_on_coco128_reaches_ap_above_zero(tmp_path, tmp_cache, monke
         gt = json.load(f)
     assert {c["id"] for c in gt["categories"]} == coco_ids  # 1..90 with gaps, not 0..79
     assert {a["category_id"] for a in gt["annotations"]} == {24, 5, 65, 70}
+
+
+def test_python_config_on_own_data(tmp_path, tmp_cache):
+    """The README's ``.py`` variant: ``--coco-dataset`` with a LazyConfig config and
+    ``model.num_classes``; a wrong class count is named, a right one trains and evaluates."""
+    from detectron2.engine import default_argument_parser
+
+    import train_net
+    from polar_refine.data.user_datasets import add_dataset_arguments
+
+    data = make_coco_folder(str(tmp_path / "d"), num_images=2)
+    argv = ["--config-file", os.path.join(ROOT, "configs/Shapes/polar_refine_tiny.py")]
+    argv += ["--coco-dataset", "py_train", f"{data}/train.json", f"{data}/images"]
+    argv += ["--coco-dataset", "py_val", f"{data}/val.json", f"{data}/images"]
+    argv += ["dataloader.train.dataset.names=py_train", "dataloader.test.dataset.names=py_val"]
+    argv += ["dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0"]
+    argv += ["train.max_iter=2", f"train.output_dir={tmp_path / 'out'}"]
+    parser = add_dataset_arguments(default_argument_parser())
+    with pytest.raises(ValueError, match=r"model.num_classes=3"):
+        train_net.main(parser.parse_args(argv))  # the tiny config has 6 classes
+    res = train_net.main(parser.parse_args(argv + ["model.num_classes=3"]))
+    assert set(res) >= {"segm", "bbox"}
