@@ -64,8 +64,17 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.SCORE_THRESH_TEST = 0.05
     # Inference: at most this many candidates per level (before refinement and NMS).
     node.TOPK_CANDIDATES_TEST = 1000
-    # Inference: class-aware NMS IoU threshold (on the boxes of the polygons).
+    # Inference: class-aware NMS IoU threshold.
     node.NMS_THRESH_TEST = 0.5
+    # Inference: what the NMS IoU is measured on. "box": the polygons' boxes (one torchvision
+    # NMS call; exportable). "shape": the polygons themselves, the seed's NMS on the edge shapes
+    # (polar_refine.modeling.shape_nms: IoU on a 32x32 grid per box-overlapping pair, within
+    # 0.024 of the exact IoU; eager only, not exportable yet).
+    node.NMS_TYPE = "box"
+    # Inference: the top-k of each level's candidates (those above SCORE_THRESH_TEST) ranks by
+    # "class" probability, or by "class_x_centre" (class x centre probability, the final score;
+    # the seed's segmentation confidence and PolarMask's rule).
+    node.CANDIDATE_SCORE_TEST = "class"
 
     # Refine regression module (the seed's coarse-to-fine strategy).
     node.REFINE = CN()

@@ -27,6 +27,7 @@ from .losses import (
 )
 from .postprocess import batched_nms_polygons, polar_postprocess, polygons_to_boxes
 from .refine import PolarRefineModule
+from .shape_nms import shape_nms
 from .targets import PolarTargetAssigner, level_size_ranges
 
 __all__ = ["PolarRefine"]
@@ -73,6 +74,8 @@ class PolarRefine(DenseDetector):
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.5,
+        nms_type: str = "box",
+        candidate_score: str = "class",
         max_detections_per_image: int = 100,
         mask_on: bool = True,
         pixel_mean,
@@ -116,6 +119,14 @@ class PolarRefine(DenseDetector):
         self.test_score_thresh = test_score_thresh
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
+        if nms_type not in ("box", "shape"):
+            raise ValueError(f"nms_type must be 'box' or 'shape', got {nms_type!r}")
+        if candidate_score not in ("class", "class_x_centre"):
+            raise ValueError(
+                f"candidate_score must be 'class' or 'class_x_centre', got {candidate_score!r}"
+            )
+        self.nms_type = nms_type
+        self.candidate_score = candidate_score
         self.max_detections_per_image = max_detections_per_image
         self.mask_on = mask_on
 
@@ -163,6 +174,8 @@ class PolarRefine(DenseDetector):
             "test_score_thresh": pr.SCORE_THRESH_TEST,
             "test_topk_candidates": pr.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": pr.NMS_THRESH_TEST,
+            "nms_type": pr.NMS_TYPE,
+            "candidate_score": pr.CANDIDATE_SCORE_TEST,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_on": cfg.MODEL.MASK_ON,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -429,7 +442,9 @@ class PolarRefine(DenseDetector):
         return results
 
     def _select_candidates(self, cls_logits, ctr_logits, coarse):
-        """Per image and level: class probability > threshold, at most top-k (flattened).
+        """Per image and level: class probability > threshold, at most top-k (flattened), the
+        top-k by class probability or, with ``candidate_score == "class_x_centre"``, by class x
+        centre probability.
 
         detectron2's dense-detector rule: threshold, then top-k of the kept in descending
         probability, with k = min(top-k, kept) taken from tensor shapes so that a trace keeps it
@@ -452,7 +467,12 @@ class PolarRefine(DenseDetector):
                 keep = (p > self.test_score_thresh).nonzero().flatten()
                 num = keep.shape[0]  # a tensor while tracing
                 k = torch.clamp(num, max=topk) if isinstance(num, torch.Tensor) else min(num, topk)
-                prob, top = p[keep].topk(k)
+                if self.candidate_score == "class":
+                    prob, top = p[keep].topk(k)
+                else:  # rank by class x centre probability, as the seed and PolarMask score
+                    rank = (probs[i] * ct[i, 0].flatten().sigmoid()[None]).t().flatten()
+                    top = rank[keep].topk(k).indices
+                    prob = p[keep][top]
                 keep = keep[top]
                 loc = keep // num_cls
                 out[0].append(torch.full_like(loc, i))
@@ -473,7 +493,8 @@ class PolarRefine(DenseDetector):
         classes: torch.Tensor,
         image_size: Tuple[int, int],
     ) -> Instances:
-        """Polygons, class-aware NMS on their boxes, at most ``max_detections_per_image``.
+        """Polygons, class-aware NMS (on their boxes, or with ``nms_type == "shape"`` on the
+        polygons themselves, `shape_nms`), at most ``max_detections_per_image``.
 
         Args:
             centers: (P, 2) input pixels; r_coarse, r_fine: (P, K); scores, classes: (P,).
@@ -489,8 +510,12 @@ class PolarRefine(DenseDetector):
         keep = torch.isfinite(polys).flatten(1).all(1) & torch.isfinite(scores)
         keep = keep & (centers[:, 0] < w) & (centers[:, 1] < h)
         polys, scores, classes = polys[keep], scores[keep], classes[keep]
-        centers, r_coarse = centers[keep], r_coarse[keep]
-        keep = batched_nms_polygons(polygons_to_boxes(polys), scores, classes, self.test_nms_thresh)
+        centers, r_coarse, r_fine = centers[keep], r_coarse[keep], r_fine[keep]
+        if self.nms_type == "shape":  # the seed's NMS on the edge shapes (eager only)
+            keep = shape_nms(centers, r_fine, scores, classes, self.test_nms_thresh)
+        else:
+            boxes = polygons_to_boxes(polys)
+            keep = batched_nms_polygons(boxes, scores, classes, self.test_nms_thresh)
         keep = keep[: self.max_detections_per_image]
         res = Instances(image_size)
         res.pred_polygons = polys[keep]
