@@ -11,9 +11,11 @@ from polar_refine import polar
 from polar_refine.modeling.postprocess import batched_nms_polygons, polygons_to_boxes
 from polar_refine.modeling.shape_nms import polar_inside, polar_pair_iou, shape_nms
 
-#: Largest |IoU - exact IoU| allowed at the default 32 x 32 sample grid (measured on 400 random
-#: overlapping pairs of star polygons: see test_pair_iou_matches_shapely).
-IOU_ERROR = 0.03
+#: Largest |IoU - exact IoU| allowed at the default 16 x 16 sample grid over the intersection box
+#: (measured on 2,000 random overlapping pairs of star polygons: max 0.068, 99th percentile 0.036,
+#: mean 0.0074; see test_pair_iou_matches_shapely), and the largest mean error.
+IOU_ERROR = 0.075
+IOU_MEAN_ERROR = 0.01
 
 
 def _random_star(rng, n, k=36, center_spread=12.0):
@@ -56,7 +58,7 @@ def test_pair_iou_matches_shapely():
         exact.append(a.intersection(b).area / max(a.union(b).area, 1e-9))
     err = (iou - torch.tensor(exact)).abs()
     print(f"pair IoU vs shapely: mean |err| {err.mean():.4f}, max {err.max():.4f}")
-    assert err.max() < IOU_ERROR
+    assert err.max() < IOU_ERROR and err.mean() < IOU_MEAN_ERROR
     assert torch.tensor(exact).std() > 0.1  # the pairs span a range of overlaps
 
 
@@ -148,3 +150,47 @@ def test_shape_nms_is_refused_by_the_exporter(tmp_path):
     cfg = tiny_cfg(MODEL__POLAR_REFINE__NMS_TYPE="shape")
     with pytest.raises(ValueError, match="NMS_TYPE"):
         export_model(cfg, "onnx", str(tmp_path))
+
+
+def _reference_greedy(centers, radii, scores, classes, thr):
+    """Plain sequential greedy NMS with the same pair rule (bound, then sampled IoU)."""
+    from polar_refine.modeling.shape_nms import _iou_bound, _pair_iou, _prepare
+
+    order = scores.argsort(descending=True)
+    c, cls = centers[order], classes[order]
+    planes, boxes, areas = _prepare(c, radii[order])
+    kept = []
+    for j in range(len(order)):
+        jj = torch.tensor([j])
+        ok = True
+        for i in kept:
+            ii = torch.tensor([i])
+            if cls[i] != cls[j] or _iou_bound(boxes, areas, ii, jj).item() <= thr:
+                continue
+            if _pair_iou(c, planes, boxes, areas, ii, jj, 16).item() > thr:
+                ok = False
+                break
+        if ok:
+            kept.append(j)
+    return order[kept]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_blocked_shape_nms_equals_sequential_greedy(block):
+    # clusters of near-duplicates of two classes, so suppression chains cross block borders
+    g = torch.Generator().manual_seed(3)
+    objs = torch.rand(12, 2, generator=g) * 120
+    centers = (objs[:, None] + 4 * torch.randn(12, 15, 2, generator=g)).reshape(-1, 2)
+    radii = (10 + 8 * torch.rand(12, 15, 1, generator=g)) * (
+        1 + 0.3 * torch.randn(12, 15, 36, generator=g)
+    )
+    radii = radii.reshape(-1, 36)
+    scores = torch.rand(180, generator=g)
+    classes = torch.randint(0, 2, (180,), generator=g)
+    ref = _reference_greedy(centers, radii, scores, classes, 0.5)
+    got = shape_nms(centers, radii, scores, classes, 0.5, block=block)
+    assert 12 <= len(ref) < 150  # the case suppresses, and keeps more than one per cluster
+    assert got.tolist() == ref.tolist()
+    # stopping at max_keep gives the truncated result
+    capped = shape_nms(centers, radii, scores, classes, 0.5, block=block, max_keep=10)
+    assert capped.tolist() == ref[:10].tolist()

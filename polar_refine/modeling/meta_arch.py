@@ -512,7 +512,14 @@ class PolarRefine(DenseDetector):
         polys, scores, classes = polys[keep], scores[keep], classes[keep]
         centers, r_coarse, r_fine = centers[keep], r_coarse[keep], r_fine[keep]
         if self.nms_type == "shape":  # the seed's NMS on the edge shapes (eager only)
-            keep = shape_nms(centers, r_fine, scores, classes, self.test_nms_thresh)
+            keep = shape_nms(
+                centers,
+                r_fine,
+                scores,
+                classes,
+                self.test_nms_thresh,
+                max_keep=self.max_detections_per_image,
+            )
         else:
             boxes = polygons_to_boxes(polys)
             keep = batched_nms_polygons(boxes, scores, classes, self.test_nms_thresh)
