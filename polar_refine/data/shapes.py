@@ -56,6 +56,8 @@ SHAPE_CLASSES = ("circle", "ellipse", "square", "triangle", "star", "c_shape")
 SHAPES_SPLITS: Dict[str, Dict] = {
     "shapes_train": dict(num_images=200, seed=0, image_size=(192, 192), max_instances=6),
     "shapes_val": dict(num_images=50, seed=1, image_size=(192, 192), max_instances=6),
+    # A third set from the training distribution, for choosing settings without looking at val.
+    "shapes_tune": dict(num_images=50, seed=4, image_size=(192, 192), max_instances=6),
     "shapes_tiny_train": dict(num_images=8, seed=2, image_size=(192, 192), max_instances=6),
     "shapes_tiny_val": dict(num_images=4, seed=3, image_size=(192, 192), max_instances=6),
 }
