@@ -49,7 +49,8 @@ ROWS = {
     "PolarRefine (+refine +contour), shape NMS": "polar_refine_contour_R_50_FPN_1x.yaml",
 }
 # Config overrides of a row beyond its YAML (issue 11: the seed's NMS on the edge shapes).
-ROW_OPTS = {"PolarRefine (+refine +contour), shape NMS": ["MODEL.POLAR_REFINE.NMS_TYPE", "shape"]}
+SHAPE_ROW = "PolarRefine (+refine +contour), shape NMS"
+ROW_OPTS = {SHAPE_ROW: ["MODEL.POLAR_REFINE.NMS_TYPE", "shape"]}
 BASELINES = {
     "RetinaNet R-50-FPN": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "Mask R-CNN R-50-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
@@ -287,6 +288,11 @@ def main():
         action="store_true",
         help="time only the eager full model and its ONNX Runtime export (CPU)",
     )
+    ap.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="time only the full model's inference stages, with box and with shape NMS (CPU)",
+    )
     ap.add_argument("--worker-memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_memory:
@@ -295,7 +301,19 @@ def main():
     torch.manual_seed(0)
     dev, h, w = args.device, args.height, args.width
     rows = [FULL] if args.deploy_only else list(ROWS)
+    if args.stages_only:
+        rows = [FULL, SHAPE_ROW]
     models = {n: build_model(polar_cfg(n, dev)).eval() for n in rows}
+    if args.stages_only:
+        models[SHAPE_ROW].load_state_dict(models[FULL].state_dict())  # same weights, other NMS
+        with torch.no_grad():
+            stages = {n: [] for n in rows}
+            for i in range(args.repeats + 1):  # the first repeat is a warm-up
+                for n in rows:
+                    st = polar_stages(models[n], [image_input(h, w, dev)], dev)
+                    if i:
+                        stages[n].append(st)
+        return print_stages(stages, rows)
     if not args.deploy_only:
         models.update({n: build_model(baseline_cfg(n, dev)).eval() for n in BASELINES})
     inputs = [image_input(h, w, dev)]
