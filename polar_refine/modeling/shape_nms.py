@@ -21,7 +21,8 @@ from typing import Optional
 
 import torch
 
-from ..polar import radii_to_points
+from ..polar import radii_to_points, ray_angles
+from .postprocess import polygons_to_boxes
 
 __all__ = ["polar_inside", "polar_pair_iou", "polygon_areas", "shape_nms"]
 
@@ -52,7 +53,7 @@ def _sector_halfplanes(radii: torch.Tensor) -> torch.Tensor:
     k = radii.shape[1]
     r0 = radii.clamp(min=0)
     r1 = r0.roll(-1, 1)
-    t0 = torch.arange(k, device=radii.device, dtype=radii.dtype) * (2 * math.pi / k)
+    t0 = ray_angles(k, radii.device, radii.dtype)
     t1 = t0 + 2 * math.pi / k
     ax = r0 * t0.cos() - r1 * t1.cos()
     ay = r1 * t1.sin() - r0 * t0.sin()
@@ -107,8 +108,7 @@ def _pair_iou(c, planes, boxes, areas, i, j, resolution):
 def _prepare(centers: torch.Tensor, radii: torch.Tensor):
     r = radii.clamp(min=0)
     polys = radii_to_points(centers, r)
-    boxes = torch.cat([polys.amin(1), polys.amax(1)], 1)
-    return _sector_halfplanes(r), boxes, polygon_areas(polys)
+    return _sector_halfplanes(r), polygons_to_boxes(polys), polygon_areas(polys)
 
 
 def polar_pair_iou(
