@@ -110,9 +110,22 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Width in feature-map pixels of the boundary band drawn from the instance masks.
     node.CONTOUR.BOUNDARY_WIDTH = 1
 
-    # Compute the annotation-only polar targets (polygon edges, mass centres, areas, contour
-    # maps) in the data-loader workers with PolarDatasetMapper (PolarRefineTrainer's loader).
-    # False: detectron2's DatasetMapper, and the model computes them in the training loop.
+    # Training-only semantic head (beyond the seed; CondInst's auxiliary semantic loss): per cell
+    # of one level, L category logits against the instance masks' categories (sigmoid focal loss
+    # normalised by the count of object cells). Never run at inference.
+    node.SEMANTIC = CN()
+    # Turn the semantic head and its loss on.
+    node.SEMANTIC.ENABLED = False
+    # Feature it reads; "" means the finest of IN_FEATURES.
+    node.SEMANTIC.IN_FEATURE = ""
+    # Output channels of its 3x3 convs, then L logit channels.
+    node.SEMANTIC.CHANNELS = [128, 128]
+    # Weight of its focal loss (loss_semantic).
+    node.SEMANTIC.LOSS_WEIGHT = 1.0
+
+    # Compute the annotation-only polar targets (polygon edges, mass centres, areas, contour and
+    # semantic maps) in the data-loader workers with PolarDatasetMapper (PolarRefineTrainer's
+    # loader). False: detectron2's DatasetMapper, and the model computes them in the training loop.
     node.TARGETS_IN_LOADER = True
 
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.

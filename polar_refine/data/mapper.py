@@ -5,7 +5,7 @@ import re
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 
-from ..modeling.gt_geometry import contour_target_map, ensure_polar_fields
+from ..modeling.gt_geometry import contour_target_map, ensure_polar_fields, semantic_target_map
 
 __all__ = ["PolarDatasetMapper", "feature_stride"]
 
@@ -25,7 +25,10 @@ class PolarDatasetMapper(DatasetMapper):
     * ``dataset_dict["polar_contour"]``: the contour head's boundary map at
       ``contour_stride``, (ceil(H / stride), ceil(W / stride)) uint8, with
       ``"polar_contour_stride"`` and ``"polar_contour_width"`` so the model can check it drew
-      the same thing it would draw.
+      the same thing it would draw;
+    * ``dataset_dict["polar_semantic"]``: the semantic head's category map at
+      ``semantic_stride`` (int16, category + 1, 0 for background), with
+      ``"polar_semantic_stride"``.
 
     The model uses them when present and computes them itself otherwise, so plain
     ``DatasetMapper`` still trains (slower: the work then runs in the training loop).
@@ -33,17 +36,20 @@ class PolarDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train: bool, *, contour_stride: int = 8, contour_width: int = 1,
-                 **kwargs):  # fmt: skip
+                 semantic_stride: int = 0, **kwargs):  # fmt: skip
         """
         Args:
             is_train, kwargs: as detectron2's ``DatasetMapper``.
             contour_stride: stride of the feature the contour head reads (8 for ``p3``); 0 when
                 the model has no contour head (no map is drawn).
             contour_width: boundary width in cells (``MODEL.POLAR_REFINE.CONTOUR.BOUNDARY_WIDTH``).
+            semantic_stride: stride of the feature the semantic head reads; 0 when the model has
+                no semantic head (no map is drawn).
         """
         super().__init__(is_train, **kwargs)
         self.contour_stride = int(contour_stride)
         self.contour_width = int(contour_width)
+        self.semantic_stride = int(semantic_stride)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -52,6 +58,8 @@ class PolarDatasetMapper(DatasetMapper):
         feature = pr.CONTOUR.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
         ret["contour_stride"] = feature_stride(feature) if pr.CONTOUR.ENABLED else 0
         ret["contour_width"] = pr.CONTOUR.BOUNDARY_WIDTH
+        feature = pr.SEMANTIC.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
+        ret["semantic_stride"] = feature_stride(feature) if pr.SEMANTIC.ENABLED else 0
         return ret
 
     def __call__(self, dataset_dict):
@@ -66,4 +74,10 @@ class PolarDatasetMapper(DatasetMapper):
             )
             dataset_dict["polar_contour_stride"] = self.contour_stride
             dataset_dict["polar_contour_width"] = self.contour_width
+        if instances is not None and self.semantic_stride > 0:
+            size = tuple(dataset_dict["image"].shape[-2:])
+            dataset_dict["polar_semantic"] = semantic_target_map(
+                instances, size, self.semantic_stride
+            )
+            dataset_dict["polar_semantic_stride"] = self.semantic_stride
         return dataset_dict

@@ -1,4 +1,5 @@
-"""The global contour perception head (training only); its targets: `gt_geometry`."""
+"""Training-only dense heads on one FPN level: the global contour perception head and the
+semantic head; their targets: `gt_geometry`."""
 
 from typing import List
 
@@ -7,7 +8,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-__all__ = ["ContourHead"]
+__all__ = ["ContourHead", "SemanticHead"]
 
 
 class ContourHead(nn.Module):
@@ -20,13 +21,19 @@ class ContourHead(nn.Module):
 
     @configurable
     def __init__(
-        self, *, in_channels: int, channels: List[int] = (128, 64, 64, 64), prior_prob=0.01
+        self,
+        *,
+        in_channels: int,
+        channels: List[int] = (128, 64, 64, 64),
+        prior_prob=0.01,
+        num_outputs: int = 1,
     ):
         """
         Args:
             in_channels: channels of the input feature map.
             channels: widths of the 3x3 convs (the seed: 128, 64, 64, 64).
-            prior_prob: initial boundary probability of the logit.
+            prior_prob: initial probability of every logit.
+            num_outputs: logit channels (1: the boundary).
         """
         super().__init__()
         layers = []
@@ -38,7 +45,7 @@ class ContourHead(nn.Module):
             layers += [conv, nn.ReLU(inplace=True)]
             c_in = c
         self.tower = nn.Sequential(*layers)
-        self.logits = nn.Conv2d(c_in, 1, 3, padding=1)
+        self.logits = nn.Conv2d(c_in, num_outputs, 3, padding=1)
         nn.init.normal_(self.logits.weight, std=0.01)
         nn.init.constant_(self.logits.bias, float(-np.log((1 - prior_prob) / prior_prob)))
 
@@ -50,5 +57,24 @@ class ContourHead(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1, H, W) boundary logits."""
+        """(N, C, H, W) -> (N, num_outputs, H, W) logits (boundary logits for the contour head)."""
         return self.logits(self.tower(x))
+
+
+class SemanticHead(ContourHead):
+    """The same tower on one FPN level, with one logit per category: (N, C, H, W) ->
+    (N, L, H, W) logits that a cell's centre lies inside an object of category l.
+
+    Beyond the seed (CondInst's auxiliary semantic loss): a training-only dense category
+    signal on the finest level, which teaches the shared features what each category looks
+    like at every cell of an object, not only at its few positive locations. Never run at
+    inference, so the exported graph and the test-time cost are unchanged.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int):
+        return {
+            "in_channels": in_channels,
+            "channels": list(cfg.MODEL.POLAR_REFINE.SEMANTIC.CHANNELS),
+            "num_outputs": cfg.MODEL.POLAR_REFINE.NUM_CLASSES,
+        }

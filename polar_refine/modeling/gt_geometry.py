@@ -23,6 +23,7 @@ __all__ = [
     "instance_geometry",
     "ensure_polar_fields",
     "contour_target_map",
+    "semantic_target_map",
 ]
 
 #: The ``Instances`` fields written by `ensure_polar_fields` (M instances, E padded edges).
@@ -160,4 +161,74 @@ def contour_target_map(
             b = (grad.amax(0)[0] > 0).numpy().astype(np.uint8)
             hh, ww = min(h, b.shape[0]), min(w, b.shape[1])
             out[:hh, :ww] |= b[:hh, :ww]
+    return torch.from_numpy(out)
+
+
+def _fill_even_odd(out: np.ndarray, polys: List[np.ndarray], value: int) -> None:
+    """Set ``out[i, j] = value`` where the point (j, i) is inside the polygons (even-odd over all
+    of them, the rule of `polar.edges_contain`): an exact scanline fill, one row of cells at a
+    time (each row's crossings sorted; cells from each odd crossing to the next)."""
+    h, w = out.shape
+    edges = polar._edges_np(polys)
+    a, b = edges[:, 0], edges[:, 1]
+    lo = max(0, math.ceil(float(min(a[:, 1].min(), b[:, 1].min()))))
+    hi = min(h - 1, math.floor(float(max(a[:, 1].max(), b[:, 1].max()))))
+    if hi < lo:
+        return
+    ys = np.arange(lo, hi + 1, dtype=np.float64)[:, None]  # (rows, 1)
+    straddle = (a[None, :, 1] > ys) != (b[None, :, 1] > ys)  # (rows, E)
+    dy = b[:, 1] - a[:, 1]
+    dy = np.where(np.abs(dy) < 1e-12, 1e-12, dy)
+    xs = a[None, :, 0] + (ys - a[None, :, 1]) * (b[None, :, 0] - a[None, :, 0]) / dy[None]
+    for row, (cross, ok) in enumerate(zip(xs, straddle)):
+        cross = np.sort(cross[ok])  # an even count: every row enters and leaves
+        # a cell j is inside when an odd number of crossings lie strictly right of it, i.e.
+        # cross[2k] <= j < cross[2k + 1]
+        starts = np.clip(np.ceil(cross[0::2]), 0, w).astype(np.int64)
+        ends = np.clip(np.ceil(cross[1::2]), 0, w).astype(np.int64)
+        for j0, j1 in zip(starts, ends):
+            out[lo + row, j0:j1] = value
+
+
+def semantic_target_map(
+    instances: Instances, image_size: Tuple[int, int], stride: int
+) -> torch.Tensor:
+    """Category map of one image at stride ``stride``: (ceil(H / stride), ceil(W / stride))
+    int16, ``gt_classes + 1`` on the cells whose centre lies inside an instance, 0 elsewhere.
+
+    Polygon masks are filled exactly (even-odd over an instance's parts, so holes stay out) in
+    annotation order, so a later instance overwrites an earlier one where they overlap; bitmap
+    masks are read at the cell centres. Crowd instances (``gt_iscrowd``) are skipped. The target of
+    the training-only semantic head (``MODEL.POLAR_REFINE.SEMANTIC``).
+    """
+    h = max(1, math.ceil(int(image_size[0]) / stride))
+    w = max(1, math.ceil(int(image_size[1]) / stride))
+    out = np.zeros((h, w), dtype=np.int16)
+    if len(instances) == 0 or not instances.has("gt_masks"):
+        return torch.from_numpy(out)
+    crowd = (
+        instances.gt_iscrowd.cpu().numpy()
+        if instances.has("gt_iscrowd")
+        else np.zeros(len(instances))
+    )
+    classes = instances.gt_classes.cpu().numpy()
+    masks = instances.gt_masks
+    if isinstance(masks, PolygonMasks):
+        for polys, cls, is_crowd in zip(masks.polygons, classes, crowd):
+            if is_crowd:
+                continue
+            parts = []
+            for p in polys:
+                p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+                if p.shape[0] >= 3 and np.isfinite(p).all():
+                    parts.append(p / stride - 0.5)  # pixel-edge coords -> cell-centre coords
+            if parts:
+                _fill_even_odd(out, parts, int(cls) + 1)
+    elif isinstance(masks, BitMasks) and masks.tensor.numel() > 0:
+        # the pixel under each cell centre ((j + 0.5) * stride in pixel-edge coordinates)
+        m = masks.tensor.cpu().numpy()[:, stride // 2 :: stride, stride // 2 :: stride] > 0
+        hh, ww = min(h, m.shape[1]), min(w, m.shape[2])
+        for mi, cls, is_crowd in zip(m, classes, crowd):
+            if not is_crowd:
+                out[:hh, :ww][mi[:hh, :ww]] = int(cls) + 1
     return torch.from_numpy(out)

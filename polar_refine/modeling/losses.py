@@ -14,6 +14,7 @@ __all__ = [
     "centerness_loss",
     "radius_loss",
     "contour_loss",
+    "semantic_loss",
     "reduce_mean",
     "zero_like_params",
 ]
@@ -69,6 +70,25 @@ def contour_loss(
     boundary cells (at least 1) unless ``normalizer`` (a number or a 0-d tensor) is given."""
     loss = sigmoid_focal_loss_jit(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
     n = normalizer if normalizer is not None else target.sum().clamp(min=1.0)
+    return loss / n
+
+
+def semantic_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    normalizer: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Sigmoid focal loss of category logits (N, L, H, W) against per-cell labels (N, H, W)
+    (L = background), divided by the count of object cells (at least 1) unless ``normalizer``
+    is given."""
+    num_classes = logits.shape[1]
+    target = F.one_hot(labels, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2)
+    loss = sigmoid_focal_loss_jit(
+        logits, target.to(logits.dtype), alpha=alpha, gamma=gamma, reduction="sum"
+    )
+    n = normalizer if normalizer is not None else (labels < num_classes).sum().clamp(min=1)
     return loss / n
 
 

@@ -14,8 +14,8 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..polar import polar_iou, radii_to_points
-from .contour import ContourHead
-from .gt_geometry import contour_target_map
+from .contour import ContourHead, SemanticHead
+from .gt_geometry import contour_target_map, semantic_target_map
 from .head import build_polar_head
 from .losses import (
     centerness_loss,
@@ -23,6 +23,7 @@ from .losses import (
     contour_loss,
     radius_loss,
     reduce_mean,
+    semantic_loss,
     zero_like_params,
 )
 from .postprocess import batched_nms_polygons, polar_postprocess, polygons_to_boxes
@@ -61,6 +62,8 @@ class PolarRefine(DenseDetector):
         extra_refine: Optional[List[PolarRefineModule]] = None,
         contour: Optional[ContourHead] = None,
         contour_in_feature: Optional[str] = None,
+        semantic: Optional[SemanticHead] = None,
+        semantic_in_feature: Optional[str] = None,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -69,6 +72,7 @@ class PolarRefine(DenseDetector):
         centerness_loss_weight: float = 1.0,
         contour_loss_weight: float = 1.0,
         contour_boundary_width: int = 1,
+        semantic_loss_weight: float = 1.0,
         loss_normalizer_momentum: float = 0.9,
         negative_ray_gradient: bool = False,
         test_score_thresh: float = 0.05,
@@ -91,6 +95,8 @@ class PolarRefine(DenseDetector):
                 features on stage s - 1's contour and adds its own correction.
             contour: the training-only contour head, or None.
             contour_in_feature: the level ``contour`` reads (default: the finest).
+            semantic: the training-only semantic head, or None.
+            semantic_in_feature: the level ``semantic`` reads (default: the finest).
             Other arguments are documented in ``polar_refine/config.py``.
         """
         super().__init__(
@@ -106,6 +112,10 @@ class PolarRefine(DenseDetector):
         self.contour = contour
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
         self.contour_stride = shapes[self.contour_in_feature].stride
+        self.semantic = semantic
+        self.semantic_in_feature = semantic_in_feature or self.head_in_features[0]
+        self.semantic_stride = shapes[self.semantic_in_feature].stride
+        self.semantic_loss_weight = semantic_loss_weight
         self.num_classes = num_classes
         self.size_ranges = level_size_ranges(self.strides, sizes_of_interest)
         self.focal_loss_alpha = focal_loss_alpha
@@ -144,7 +154,9 @@ class PolarRefine(DenseDetector):
             )
         head_shapes = [shapes[f] for f in in_features]
         channels = head_shapes[0].channels
-        contour_feature = pr.CONTOUR.IN_FEATURE or min(in_features, key=lambda f: shapes[f].stride)
+        finest = min(in_features, key=lambda f: shapes[f].stride)
+        contour_feature = pr.CONTOUR.IN_FEATURE or finest
+        semantic_feature = pr.SEMANTIC.IN_FEATURE or finest
         return {
             "backbone": backbone,
             "head": build_polar_head(cfg, head_shapes),
@@ -161,6 +173,13 @@ class PolarRefine(DenseDetector):
                 else None
             ),
             "contour_in_feature": contour_feature,
+            "semantic": (
+                SemanticHead(cfg, in_channels=shapes[semantic_feature].channels)
+                if pr.SEMANTIC.ENABLED
+                else None
+            ),
+            "semantic_in_feature": semantic_feature,
+            "semantic_loss_weight": pr.SEMANTIC.LOSS_WEIGHT,
             "num_classes": pr.NUM_CLASSES,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
@@ -191,7 +210,7 @@ class PolarRefine(DenseDetector):
 
         Returns:
             training: dict of losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
-            ``loss_fine`` and ``loss_contour``.
+            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour`` and ``loss_semantic``.
             inference: per image ``{"instances": Instances}`` at the output size with
             ``pred_polygons`` (N, K, 2), ``pred_boxes``, ``scores``, ``pred_classes``,
             ``pred_masks`` (N, H, W) bool and ``pred_coarse_polygons``.
@@ -203,9 +222,11 @@ class PolarRefine(DenseDetector):
         if self.training:
             assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            contour_feature = None
+            contour_feature = semantic_feature = None
             if self.contour is not None:
                 contour_feature = all_features[self.contour_in_feature]
+            if self.semantic is not None:
+                semantic_feature = all_features[self.semantic_in_feature]
             return self.forward_training(
                 images,
                 features,
@@ -213,6 +234,8 @@ class PolarRefine(DenseDetector):
                 gt_instances,
                 contour_feature=contour_feature,
                 contour_maps=[self._loader_contour_map(x) for x in batched_inputs],
+                semantic_feature=semantic_feature,
+                semantic_maps=[self._loader_semantic_map(x) for x in batched_inputs],
             )
         results = self.forward_inference(images, features, predictions)
         processed = []
@@ -263,6 +286,8 @@ class PolarRefine(DenseDetector):
         gt_instances: List[Instances],
         contour_feature: Optional[torch.Tensor] = None,
         contour_maps: Optional[List[Optional[torch.Tensor]]] = None,
+        semantic_feature: Optional[torch.Tensor] = None,
+        semantic_maps: Optional[List[Optional[torch.Tensor]]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Targets, the refine and contour forwards on them, and the losses.
 
@@ -273,6 +298,8 @@ class PolarRefine(DenseDetector):
                 fields of `PolarDatasetMapper` (else they are computed here, on the host).
             contour_feature: (N, C, H, W) input of the contour head, or None.
             contour_maps: per image the loader's boundary map (h, w) or None (drawn here).
+            semantic_feature: (N, C, H, W) input of the semantic head, or None.
+            semantic_maps: per image the loader's category map (h, w) or None (drawn here).
         """
         cls_flat, ctr_flat, rad_flat = self._flat_predictions(predictions)
         points, cells, strides, levels, ranges = self.locations(features)
@@ -298,6 +325,12 @@ class PolarRefine(DenseDetector):
             maps = contour_maps or [None] * len(gt_instances)
             tgt["contour"] = self._contour_targets(
                 gt_instances, images.image_sizes, outputs["contour"].shape[-2:], maps
+            )
+        if self.semantic is not None and semantic_feature is not None:
+            outputs["semantic"] = self.semantic(semantic_feature)
+            maps = semantic_maps or [None] * len(gt_instances)
+            tgt["semantic"] = self._semantic_targets(
+                gt_instances, images.image_sizes, outputs["semantic"].shape[-2:], maps
             )
         return self.losses(outputs, tgt)
 
@@ -335,6 +368,30 @@ class PolarRefine(DenseDetector):
             return None
         return dataset_dict["polar_contour"]
 
+    def _loader_semantic_map(self, dataset_dict) -> Optional[torch.Tensor]:
+        """The loader's category map (`PolarDatasetMapper`) if drawn at this model's stride."""
+        if (
+            self.semantic is None
+            or "polar_semantic" not in dataset_dict
+            or dataset_dict.get("polar_semantic_stride") != self.semantic_stride
+        ):
+            return None
+        return dataset_dict["polar_semantic"]
+
+    def _semantic_targets(self, gt_instances, image_sizes, shape_hw, maps) -> torch.Tensor:
+        """(N, H, W) long category targets at the semantic level (``num_classes`` = background),
+        from the loader's maps where given (else drawn here on the host), padded with background
+        to the batch-padded size."""
+        height, width = int(shape_hw[0]), int(shape_hw[1])
+        out = []
+        for inst, size, m in zip(gt_instances, image_sizes, maps):
+            if m is None:
+                m = semantic_target_map(inst, size, self.semantic_stride)
+            m = m.to(self.device)[:height, :width].long()
+            out.append(F.pad(m, (0, width - m.shape[1], 0, height - m.shape[0])))
+        labels = torch.stack(out) - 1  # map: 0 background, l + 1 category l
+        return torch.where(labels < 0, self.num_classes, labels)
+
     def _contour_targets(self, gt_instances, image_sizes, shape_hw, maps) -> torch.Tensor:
         """(N, 1, H, W) float boundary targets at the contour level, from the loader's maps
         where given (else drawn here on the host), zero-padded to the batch-padded size."""
@@ -355,7 +412,8 @@ class PolarRefine(DenseDetector):
                 ``coarse`` (P, K) radii of the P positives, optionally ``fine``, a list of
                 (P, K) radii, one per refine stage; optionally ``contour`` (N, 1, H, W) logits.
             targets: ``labels`` (N, R) (``num_classes`` = background); ``radii`` (P, K);
-                ``centerness`` (P,); ``contour`` (N, 1, H, W) with ``outputs["contour"]``.
+                ``centerness`` (P,); ``contour`` (N, 1, H, W) with ``outputs["contour"]``;
+                ``semantic`` (N, H, W) long with ``outputs["semantic"]`` (N, L, H, W).
 
         The normalisers (positive count, centre-ness sum, contour cell count) are summed over
         the processes of detectron2's ``launch`` and divided by the world size (AdelaiDet's
@@ -404,6 +462,16 @@ class PolarRefine(DenseDetector):
             count = reduce_mean(tgt.sum()).clamp(min=1.0)
             losses["loss_contour"] = self.contour_loss_weight * contour_loss(
                 outputs["contour"].float(),
+                tgt,
+                self.focal_loss_alpha,
+                self.focal_loss_gamma,
+                normalizer=count,
+            )
+        if "semantic" in outputs:
+            tgt = targets["semantic"]
+            count = reduce_mean((tgt < self.num_classes).sum().float()).clamp(min=1.0)
+            losses["loss_semantic"] = self.semantic_loss_weight * semantic_loss(
+                outputs["semantic"].float(),
                 tgt,
                 self.focal_loss_alpha,
                 self.focal_loss_gamma,
