@@ -123,6 +123,22 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Weight of its focal loss (loss_semantic).
     node.SEMANTIC.LOSS_WEIGHT = 1.0
 
+    # Contour classifier (beyond the seed): re-classifies the candidates from features sampled on
+    # their own contour (mean, max, and at the location) and the contour's shape (radii / mean,
+    # log scale), with an MLP to L + 1 logits; trained with cross-entropy on the positives and
+    # the hardest negatives of the dense classifier. At test time a candidate takes the argmax
+    # category q_l of its L probabilities and the score sqrt(p * q_l) x centre (p: its dense
+    # probability).
+    node.CONTOUR_CLASSIFIER = CN()
+    # Turn it and its loss (loss_contour_cls) on.
+    node.CONTOUR_CLASSIFIER.ENABLED = False
+    # Width of the MLP's hidden layer.
+    node.CONTOUR_CLASSIFIER.HIDDEN_DIM = 128
+    # Background locations per image it is trained on: those of highest dense class probability.
+    node.CONTOUR_CLASSIFIER.NEGATIVES_PER_IMAGE = 32
+    # Weight of its cross-entropy loss.
+    node.CONTOUR_CLASSIFIER.LOSS_WEIGHT = 1.0
+
     # Compute the annotation-only polar targets (polygon edges, mass centres, areas, contour and
     # semantic maps) in the data-loader workers with PolarDatasetMapper (PolarRefineTrainer's
     # loader). False: detectron2's DatasetMapper, and the model computes them in the training loop.

@@ -277,11 +277,13 @@ def test_demo_runs_the_onnx_model_on_images_video_and_webcam(exported, tmp_path)
     [
         {"MODEL__POLAR_REFINE__REFINE__ENABLED": False},
         {"MODEL__POLAR_REFINE__REFINE__NUM_STAGES": 2},
+        {"MODEL__POLAR_REFINE__CONTOUR_CLASSIFIER__ENABLED": True},
     ],
-    ids=["coarse_only", "two_refine_stages"],
+    ids=["coarse_only", "two_refine_stages", "contour_classifier"],
 )
 def test_other_rows_export_and_match_eager(tmp_path, overrides):
-    """PolarMask (no refine) and a 2-stage refine export too (random weights, threshold 0)."""
+    """PolarMask (no refine), a 2-stage refine and the contour classifier export too (random
+    weights, threshold 0)."""
     from polar_refine.export import export_onnx
 
     torch.manual_seed(0)

@@ -57,7 +57,9 @@ def test_semantic_map_equals_an_even_odd_test_of_every_cell_centre():
             edges = polar._edges_np([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts])
             expect[polar._in_polygons_np(centres, edges)] = c + 1
         np.testing.assert_array_equal(got, expect.reshape(h, w))
-        assert (got == len(polys)).any() and got[60 // stride, 70 // stride] != len(polys)  # the hole
+        assert (got == len(polys)).any() and got[60 // stride, 70 // stride] != len(
+            polys
+        )  # the hole
 
 
 def test_semantic_map_later_instances_overwrite_and_crowd_is_skipped():

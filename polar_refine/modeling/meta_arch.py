@@ -15,6 +15,7 @@ from torch import nn
 
 from ..polar import polar_iou, radii_to_points
 from .contour import ContourHead, SemanticHead
+from .contour_cls import ContourClassifier
 from .gt_geometry import contour_target_map, semantic_target_map
 from .head import build_polar_head
 from .losses import (
@@ -64,6 +65,9 @@ class PolarRefine(DenseDetector):
         contour_in_feature: Optional[str] = None,
         semantic: Optional[SemanticHead] = None,
         semantic_in_feature: Optional[str] = None,
+        contour_classifier: Optional[ContourClassifier] = None,
+        classifier_negatives: int = 32,
+        classifier_loss_weight: float = 1.0,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -97,6 +101,9 @@ class PolarRefine(DenseDetector):
             contour_in_feature: the level ``contour`` reads (default: the finest).
             semantic: the training-only semantic head, or None.
             semantic_in_feature: the level ``semantic`` reads (default: the finest).
+            contour_classifier: re-classifies candidates from their contour, or None.
+            classifier_negatives: background locations per image it is trained on.
+            classifier_loss_weight: weight of its loss.
             Other arguments are documented in ``polar_refine/config.py``.
         """
         super().__init__(
@@ -116,6 +123,9 @@ class PolarRefine(DenseDetector):
         self.semantic_in_feature = semantic_in_feature or self.head_in_features[0]
         self.semantic_stride = shapes[self.semantic_in_feature].stride
         self.semantic_loss_weight = semantic_loss_weight
+        self.contour_classifier = contour_classifier
+        self.classifier_negatives = int(classifier_negatives)
+        self.classifier_loss_weight = classifier_loss_weight
         self.num_classes = num_classes
         self.size_ranges = level_size_ranges(self.strides, sizes_of_interest)
         self.focal_loss_alpha = focal_loss_alpha
@@ -180,6 +190,13 @@ class PolarRefine(DenseDetector):
             ),
             "semantic_in_feature": semantic_feature,
             "semantic_loss_weight": pr.SEMANTIC.LOSS_WEIGHT,
+            "contour_classifier": (
+                ContourClassifier(cfg, in_channels=channels)
+                if pr.CONTOUR_CLASSIFIER.ENABLED
+                else None
+            ),
+            "classifier_negatives": pr.CONTOUR_CLASSIFIER.NEGATIVES_PER_IMAGE,
+            "classifier_loss_weight": pr.CONTOUR_CLASSIFIER.LOSS_WEIGHT,
             "num_classes": pr.NUM_CLASSES,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
@@ -210,7 +227,8 @@ class PolarRefine(DenseDetector):
 
         Returns:
             training: dict of losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
-            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour`` and ``loss_semantic``.
+            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour``, ``loss_semantic`` and
+            ``loss_contour_cls``.
             inference: per image ``{"instances": Instances}`` at the output size with
             ``pred_polygons`` (N, K, 2), ``pred_boxes``, ``scores``, ``pred_classes``,
             ``pred_masks`` (N, H, W) bool and ``pred_coarse_polygons``.
@@ -320,6 +338,10 @@ class PolarRefine(DenseDetector):
             outputs["fine"] = self.refine_radii(
                 features, levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
             )
+        if self.contour_classifier is not None:
+            outputs["contour_cls"], tgt["contour_cls"] = self._contour_classifier_training(
+                features, outputs, tgt["labels"], cells, levels, pos_img, pos_idx, rad_flat
+            )
         if self.contour is not None and contour_feature is not None:
             outputs["contour"] = self.contour(contour_feature)
             maps = contour_maps or [None] * len(gt_instances)
@@ -333,6 +355,35 @@ class PolarRefine(DenseDetector):
                 gt_instances, images.image_sizes, outputs["semantic"].shape[-2:], maps
             )
         return self.losses(outputs, tgt)
+
+    def _contour_classifier_training(
+        self, features, outputs, labels, cells, levels, pos_img, pos_idx, rad_flat
+    ):
+        """Logits (P + N * k, L + 1) of the contour classifier and their targets: the P
+        positives (on their refined contour) and, per image, the k background locations of
+        highest dense class probability (on their refined contour, computed without gradients).
+        Fixed shapes, no host synchronisation."""
+        num_images, num_loc = labels.shape
+        k = min(self.classifier_negatives, num_loc)
+        with torch.no_grad():
+            prob = outputs["cls"].detach().float().sigmoid().amax(-1)  # (N, R)
+            prob = torch.where(labels == self.num_classes, prob, -1.0)
+            neg_idx = prob.topk(k, dim=1).indices.flatten()  # (N * k,)
+            neg_img = torch.arange(num_images, device=labels.device).repeat_interleave(k)
+            neg_r = rad_flat[neg_img, neg_idx].float()
+            if self.refine is not None:
+                neg_r = self.refine_radii(
+                    features, levels[neg_idx], neg_img, cells[neg_idx], neg_r
+                )[-1]
+        pos_r = outputs["fine"][-1] if "fine" in outputs else outputs["coarse"]
+        idx = torch.cat([pos_idx, neg_idx])
+        img = torch.cat([pos_img, neg_img])
+        logits = self.contour_classifier(
+            features, self.strides, levels[idx], img, cells[idx],
+            torch.cat([pos_r.detach().float(), neg_r]),
+        )  # fmt: skip
+        target = torch.cat([labels[pos_img, pos_idx], labels[neg_img, neg_idx]])
+        return logits, target
 
     def refine_stages(self) -> List[PolarRefineModule]:
         """The refine stages in order (empty for PolarMask)."""
@@ -467,6 +518,11 @@ class PolarRefine(DenseDetector):
                 self.focal_loss_gamma,
                 normalizer=count,
             )
+        if "contour_cls" in outputs:
+            logits = outputs["contour_cls"].float()
+            count = reduce_mean(logits.new_tensor(float(logits.shape[0]))).clamp(min=1.0)
+            ce = F.cross_entropy(logits, targets["contour_cls"], reduction="sum")
+            losses["loss_contour_cls"] = self.classifier_loss_weight * ce / count
         if "semantic" in outputs:
             tgt = targets["semantic"]
             count = reduce_mean((tgt < self.num_classes).sum().float()).clamp(min=1.0)
@@ -496,6 +552,11 @@ class PolarRefine(DenseDetector):
         r_fine = r_coarse
         if self.refine is not None:
             r_fine = self.refine_radii(features, level, img_idx, cells, r_coarse)[-1]
+        if self.contour_classifier is not None:
+            # re-classify from the contour: category argmax_l q_l, probability sqrt(p * q_l)
+            q = self.contour_classifier(features, self.strides, level, img_idx, cells, r_fine)
+            q_best, classes = q.float().softmax(-1)[:, : self.num_classes].max(1)
+            cls_prob = (cls_prob * q_best).sqrt()
         strides = torch.tensor(self.strides, device=cells.device, dtype=torch.float32)[level]
         centers = (cells + 0.5) * strides[:, None]
         scores = cls_prob * ctr_prob

@@ -10,7 +10,23 @@ from torch import nn
 
 from ..polar import ray_directions
 
-__all__ = ["PolarRefineModule"]
+__all__ = ["PolarRefineModule", "contour_sampling_points"]
+
+
+def contour_sampling_points(cells, radii, directions, stride, size, grid_clamp: float = 2.0):
+    """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y).
+
+    ``directions``: (K, 2) unit ray directions; ``stride``: (P,) each location's level stride;
+    ``size``: (P, 2) its map's (W, H). Points are clamped to ``grid_clamp`` map sizes around the
+    map (all such points read zeros); non-finite ones land outside the map.
+    """
+    size = size[:, None, :].to(cells.dtype)  # (P, 1, 2)
+    pts = cells[:, None, :] + radii[:, :, None] * directions / stride[:, None, None]
+    lo = -(grid_clamp - 1.0) * size / 2 - 1.0
+    hi = size - lo - 1.0
+    # non-finite points land outside the map (and are then clamped): they read zeros
+    pts = torch.nan_to_num(pts, nan=-2.0, posinf=1e6, neginf=-2.0)
+    return torch.maximum(torch.minimum(pts, hi), lo)
 
 
 class PolarRefineModule(nn.Module):
@@ -71,17 +87,8 @@ class PolarRefineModule(nn.Module):
         }
 
     def contour_points(self, cells, radii, stride, size):
-        """Seed formula (1) in feature cells, sanitised. (P, 2), (P, K) -> (P, K, 2) (x, y).
-
-        ``stride``: (P,) each location's level stride; ``size``: (P, 2) its map's (W, H).
-        """
-        size = size[:, None, :].to(cells.dtype)  # (P, 1, 2)
-        pts = cells[:, None, :] + radii[:, :, None] * self.directions / stride[:, None, None]
-        lo = -(self.grid_clamp - 1.0) * size / 2 - 1.0
-        hi = size - lo - 1.0
-        # non-finite points land outside the map (and are then clamped): they read zeros
-        pts = torch.nan_to_num(pts, nan=-2.0, posinf=1e6, neginf=-2.0)
-        return torch.maximum(torch.minimum(pts, hi), lo)
+        """Seed formula (1) in feature cells, sanitised: `contour_sampling_points`."""
+        return contour_sampling_points(cells, radii, self.directions, stride, size, self.grid_clamp)
 
     def _sample_projected(self, flat, base, size, pts: torch.Tensor) -> torch.Tensor:
         """Bilinear sample (zeros outside) of projected maps stored flat.
