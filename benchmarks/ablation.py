@@ -48,6 +48,9 @@ CHANGES = [
     ("model 2, 2 refine stages", ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "2"]),
     ("model 2, 3 refine stages", ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "3"]),
     ("model 2, 72 rays", ["MODEL.POLAR_REFINE.NUM_RAYS", "72"]),
+    ("model 2, semantic head", ["MODEL.POLAR_REFINE.SEMANTIC.ENABLED", "True",
+                                "MODEL.POLAR_REFINE.SEMANTIC.CHANNELS", "[64,64]"]),
+    ("model 2, contour classifier", ["MODEL.POLAR_REFINE.CONTOUR_CLASSIFIER.ENABLED", "True"]),
 ]  # fmt: skip
 for _ds, _cfg in FULL.items():
     ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]
@@ -58,6 +61,8 @@ EQUAL_TIME = "model 2 at Mask R-CNN's training time"
 # all four rows fits in about half an hour on 2 cores).
 ITERS = {"shapes": 1000, "dsb2018": 800}
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+# Config overrides appended to every row's command (``--opts``, e.g. a solver setting).
+EXTRA_OPTS = []
 
 
 def run_one(dataset, seed, name, cfg, opts, out_root, iters):
@@ -65,11 +70,13 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     out = os.path.join(out_root, dataset, f"{slug}_seed{seed}")
     done = os.path.join(out, "result.json")
     if os.path.isfile(done) and trained_iters(out) == iters:
-        return dict(json.load(open(done)), s_per_iter=seconds_per_iter(out))
+        result = json.load(open(done))
+        if result.get("extra_opts", []) == EXTRA_OPTS:
+            return dict(result, s_per_iter=seconds_per_iter(out))
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
            os.path.join(ROOT, cfg), *opts, "SEED", str(seed), "OUTPUT_DIR", out]  # fmt: skip
     cmd += ["SOLVER.MAX_ITER", str(iters),
-            "SOLVER.STEPS", f"({int(iters * 0.7)},{int(iters * 0.9)})"]  # fmt: skip
+            "SOLVER.STEPS", f"({int(iters * 0.7)},{int(iters * 0.9)})", *EXTRA_OPTS]  # fmt: skip
     print(f"[ablation] {dataset} seed {seed}: {name}", flush=True)
     t0 = time.time()
     os.makedirs(out, exist_ok=True)
@@ -80,6 +87,7 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
         "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
         "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
         "wall_s": time.time() - t0,
+        "extra_opts": EXTRA_OPTS,
     }
     json.dump(result, open(done, "w"), indent=1)
     return dict(result, s_per_iter=seconds_per_iter(out))
@@ -144,7 +152,12 @@ def main():
         "--equal-time", action="store_true",
         help=f"add the row {EQUAL_TIME!r} (needs the Mask R-CNN and model 2 runs of each seed)",
     )  # fmt: skip
+    ap.add_argument(
+        "--opts", nargs="+", default=[],
+        help="config overrides for every row (KEY VALUE ...); use a separate --out",
+    )  # fmt: skip
     args = ap.parse_args()
+    EXTRA_OPTS[:] = args.opts
     lines = []
     for ds in args.datasets:
         rows = [r for r in ROWS[ds] if not args.rows or any(k in r[0] for k in args.rows)]
@@ -171,7 +184,8 @@ def main():
             cells.append(fmt([r["s_per_iter"] for r in rs], 2).replace(" ± ", "±"))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append(
-            f"\n({ds}: {args.iters or ITERS[ds]} iterations of 4 images; "
+            f"\n({ds}: {args.iters or ITERS[ds]} iterations of 4 images"
+            f"{'; ' + ' '.join(args.opts) if args.opts else ''}; "
             f"mean ± half-range over seeds {args.seeds})"
         )
     table = "\n".join(lines)
