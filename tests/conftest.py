@@ -71,6 +71,18 @@ def draw_image(h, w, polys_per_instance, seed=0):
     return torch.from_numpy(img).permute(2, 0, 1).float()
 
 
+def two_image_batch():
+    """Two 128 x 128 training inputs: two circles of categories 0 and 1, one of category 2."""
+    polys_a = [[circle(40, 40, 20)], [circle(90, 70, 14)]]
+    polys_b = [[circle(60, 60, 30)]]
+    return [
+        {"image": draw_image(128, 128, polys_a, seed=1),
+         "instances": make_instances(128, 128, polys_a, [0, 1])},
+        {"image": draw_image(128, 128, polys_b, seed=2),
+         "instances": make_instances(128, 128, polys_b, [2])},
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("POLAR_REFINE_CACHE", str(tmp_path / "cache"))

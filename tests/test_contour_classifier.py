@@ -3,7 +3,7 @@
 
 import torch
 import torch.nn.functional as F
-from conftest import circle, draw_image, make_instances, tiny_cfg
+from conftest import tiny_cfg, two_image_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -27,17 +27,6 @@ def test_sample_features_equals_grid_sample_on_every_level_and_image():
         torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=1e-5)
 
 
-def _batch():
-    polys_a = [[circle(40, 40, 20)], [circle(90, 70, 14)]]
-    polys_b = [[circle(60, 60, 30)]]
-    return [
-        {"image": draw_image(128, 128, polys_a, seed=1),
-         "instances": make_instances(128, 128, polys_a, [0, 1])},
-        {"image": draw_image(128, 128, polys_b, seed=2),
-         "instances": make_instances(128, 128, polys_b, [2])},
-    ]  # fmt: skip
-
-
 def test_trained_on_positives_and_hardest_negatives_with_gradients_to_the_features():
     cfg = tiny_cfg(MODEL__POLAR_REFINE__CONTOUR_CLASSIFIER__ENABLED="True")
     cfg.MODEL.POLAR_REFINE.CONTOUR_CLASSIFIER.NEGATIVES_PER_IMAGE = 7
@@ -53,7 +42,7 @@ def test_trained_on_positives_and_hardest_negatives_with_gradients_to_the_featur
 
     model._contour_classifier_training = spy
     with EventStorage(0):
-        losses = model(_batch())
+        losses = model(two_image_batch())
     logits, target = seen["out"]
     num_classes = cfg.MODEL.POLAR_REFINE.NUM_CLASSES
     assert logits.shape == (target.shape[0], num_classes + 1)
@@ -75,7 +64,7 @@ def test_candidates_take_the_classifier_category_and_a_geometric_mean_score():
     )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    image = [{"image": _batch()[0]["image"]}]
+    image = [{"image": two_image_batch()[0]["image"]}]
     with torch.no_grad():
         for layer in (model.head.cls_logits, model.head.ctr_logits):
             layer.weight.zero_()

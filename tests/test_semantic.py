@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 import torch
-from conftest import circle, draw_image, make_instances, tiny_cfg
+from conftest import circle, draw_image, make_instances, tiny_cfg, two_image_batch
 from detectron2.data import DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks
@@ -91,17 +91,6 @@ def test_semantic_loss_falls_when_the_right_category_is_predicted():
     assert semantic_loss(right, labels) < 0.01 < semantic_loss(wrong, labels)
 
 
-def _batch():
-    polys_a = [[circle(40, 40, 20)], [circle(90, 70, 14)]]
-    polys_b = [[circle(60, 60, 30)]]
-    return [
-        {"image": draw_image(128, 128, polys_a, seed=1),
-         "instances": make_instances(128, 128, polys_a, [0, 1])},
-        {"image": draw_image(128, 128, polys_b, seed=2),
-         "instances": make_instances(128, 128, polys_b, [2])},
-    ]  # fmt: skip
-
-
 def test_semantic_head_trains_the_backbone_and_is_not_run_at_inference():
     cfg = tiny_cfg(MODEL__POLAR_REFINE__SEMANTIC__ENABLED="True")
     cfg.MODEL.POLAR_REFINE.SEMANTIC.CHANNELS = [16, 16]
@@ -109,7 +98,7 @@ def test_semantic_head_trains_the_backbone_and_is_not_run_at_inference():
     model = build_model(cfg)
     model.train()
     with EventStorage(0):
-        losses = model(_batch())
+        losses = model(two_image_batch())
     assert "loss_semantic" in losses and torch.isfinite(losses["loss_semantic"])
     losses["loss_semantic"].backward()
     assert model.semantic.logits.weight.grad.abs().sum() > 0
@@ -120,9 +109,9 @@ def test_semantic_head_trains_the_backbone_and_is_not_run_at_inference():
     calls = []
     model.semantic.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
-        with_head = model([{"image": _batch()[0]["image"]}])[0]["instances"]
+        with_head = model([{"image": two_image_batch()[0]["image"]}])[0]["instances"]
         model.semantic = None  # the same weights without the head: the same detections
-        without = model([{"image": _batch()[0]["image"]}])[0]["instances"]
+        without = model([{"image": two_image_batch()[0]["image"]}])[0]["instances"]
     assert not calls
     torch.testing.assert_close(with_head.scores, without.scores)
 

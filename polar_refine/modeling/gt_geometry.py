@@ -112,6 +112,19 @@ def ensure_polar_fields(instances: Instances) -> Instances:
     return instances
 
 
+def _blank_map(instances: Instances, image_size, stride: int, dtype):
+    """A zero (ceil(H / stride), ceil(W / stride)) map and the instances' crowd flags (None when
+    there is nothing to draw: no instance or no masks)."""
+    h = max(1, math.ceil(int(image_size[0]) / stride))
+    w = max(1, math.ceil(int(image_size[1]) / stride))
+    out = np.zeros((h, w), dtype=dtype)
+    if len(instances) == 0 or not instances.has("gt_masks"):
+        return out, None
+    if instances.has("gt_iscrowd"):
+        return out, instances.gt_iscrowd.cpu().numpy()
+    return out, np.zeros(len(instances))
+
+
 def contour_target_map(
     instances: Instances, image_size: Tuple[int, int], stride: int, width: int = 1
 ) -> torch.Tensor:
@@ -122,16 +135,10 @@ def contour_target_map(
     morphological gradient is used. Crowd instances (``gt_iscrowd``) are skipped. The map
     covers the image; the model pads it to the (batch-padded) feature size.
     """
-    h = max(1, math.ceil(int(image_size[0]) / stride))
-    w = max(1, math.ceil(int(image_size[1]) / stride))
-    out = np.zeros((h, w), dtype=np.uint8)
-    if len(instances) == 0 or not instances.has("gt_masks"):
+    out, crowd = _blank_map(instances, image_size, stride, np.uint8)
+    if crowd is None:
         return torch.from_numpy(out)
-    crowd = (
-        instances.gt_iscrowd.cpu().numpy()
-        if instances.has("gt_iscrowd")
-        else np.zeros(len(instances))
-    )
+    h, w = out.shape
     masks = instances.gt_masks
     shift = 4  # cv2 fixed-point bits
     if isinstance(masks, PolygonMasks):
@@ -201,16 +208,10 @@ def semantic_target_map(
     masks are read at the cell centres. Crowd instances (``gt_iscrowd``) are skipped. The target of
     the training-only semantic head (``MODEL.POLAR_REFINE.SEMANTIC``).
     """
-    h = max(1, math.ceil(int(image_size[0]) / stride))
-    w = max(1, math.ceil(int(image_size[1]) / stride))
-    out = np.zeros((h, w), dtype=np.int16)
-    if len(instances) == 0 or not instances.has("gt_masks"):
+    out, crowd = _blank_map(instances, image_size, stride, np.int16)
+    if crowd is None:
         return torch.from_numpy(out)
-    crowd = (
-        instances.gt_iscrowd.cpu().numpy()
-        if instances.has("gt_iscrowd")
-        else np.zeros(len(instances))
-    )
+    h, w = out.shape
     classes = instances.gt_classes.cpu().numpy()
     masks = instances.gt_masks
     if isinstance(masks, PolygonMasks):
