@@ -17,7 +17,9 @@ import polar_refine
 from polar_refine import polar
 from polar_refine.modeling import PolarRefine, polygons_to_masks
 
-ALL_LOSSES = {"loss_cls", "loss_ctr", "loss_coarse", "loss_fine", "loss_contour"}
+# The default has 3 refine stages, each with its own fine loss.
+FINE_LOSSES = {"loss_fine", "loss_fine2", "loss_fine3"}
+ALL_LOSSES = {"loss_cls", "loss_ctr", "loss_coarse", "loss_contour"} | FINE_LOSSES
 
 
 def _batch():
@@ -47,7 +49,7 @@ def _train_step(model, batch):
     "refine,contour,keys",
     [
         (False, False, {"loss_cls", "loss_ctr", "loss_coarse"}),
-        (True, False, {"loss_cls", "loss_ctr", "loss_coarse", "loss_fine"}),
+        (True, False, {"loss_cls", "loss_ctr", "loss_coarse"} | FINE_LOSSES),
         (True, True, ALL_LOSSES),
     ],
 )

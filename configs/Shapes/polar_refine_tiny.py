@@ -29,6 +29,8 @@ model.backbone.top_block.in_channels = 512  # C5 of a ResNet-18
 model.head.input_shape = [ShapeSpec(channels=64, stride=s) for s in (8, 16, 32, 64, 128)]
 model.head.num_convs = 2
 model.refine.in_channels = 64
+for _stage in model.extra_refine:
+    _stage.in_channels = 64
 model.contour.in_channels = 64
 model.contour.channels = [32, 16, 16, 16]
 model.num_classes = 6  # circle, ellipse, square, triangle, star, c_shape

@@ -6,8 +6,9 @@ RetinaNet-style ResNet-FPN (``common/models/retinanet.py``: P3-P5 from C3-C5, P6
 the training-only contour head on P3. ``tests/test_lazyconfig.py`` checks that the model built
 from here has exactly the parameters of the one built from the YAML twin.
 
-Set ``model.num_classes`` (the head and the assigner follow it); ``model.refine = None`` gives
-coarse radii only (PolarMask), ``model.contour = None`` drops the contour head.
+Set ``model.num_classes`` (the head and the assigner follow it); ``model.refine = None`` and
+``model.extra_refine = []`` give coarse radii only (PolarMask), ``model.contour = None`` drops the
+contour head.
 """
 
 from detectron2.config import LazyCall as L
@@ -43,6 +44,10 @@ model = L(PolarRefine)(
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     assigner=L(PolarTargetAssigner)(num_classes="${..num_classes}", center_sample_radius=1.5),
     refine=L(PolarRefineModule)(in_channels=256, detach_coarse=True, grid_clamp=2.0),
+    # REFINE.NUM_STAGES = 3: two more stages, each refining the previous stage's contour
+    extra_refine=[
+        L(PolarRefineModule)(in_channels=256, detach_coarse=True, grid_clamp=2.0) for _ in range(2)
+    ],
     contour=L(ContourHead)(in_channels=256, channels=[128, 64, 64, 64]),
     contour_in_feature="p3",
     num_classes=80,
