@@ -97,6 +97,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # loss_fine2, ...). Each stage holds K * (C + 1) parameters. 3 won the 3-seed ablation
     # (README, issue 11): +2.5 segm AP on shapes, a tie on dsb2018, 3.5 % of inference.
     node.REFINE.NUM_STAGES = 3
+    # What the refine stages sample at the contour points, concatenated along channels: "fpn"
+    # (the head's input FPN levels, the seed) and/or "reg_tower" (the output of the head's
+    # regression tower, already computed for the coarse radii; same cost per stage).
+    node.REFINE.FEATURES = ["fpn"]
 
     # Global contour perception head (training only; never run at inference).
     node.CONTOUR = CN()

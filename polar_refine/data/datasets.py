@@ -7,6 +7,9 @@ Registered names (all with metadata ``evaluator_type="polar_coco"``):
   ``~/.cache/polar_refine/shapes``) the first time ``DatasetCatalog.get(name)`` is called;
 * ``dsb2018_train``, ``dsb2018_val``: ``$DETECTRON2_DATASETS/dsb2018/{train,val}/annotations.json``
   with images under ``.../{train,val}/images`` (one class, "nucleus");
+* ``dsb2018_train_sub``, ``dsb2018_tune``: ``dsb2018_train`` split by a stable hash of each
+  image's file name (``dsb2018_tune``: about 20 %), so that settings can be chosen on data that
+  is neither trained on nor ``dsb2018_val``;
 * ``coco128_seg``: ``$DETECTRON2_DATASETS/coco128-seg/annotations.json`` (80 COCO classes, COCO
   category ids).
 
@@ -17,6 +20,7 @@ when a dataset is loaded. ``json_file`` / ``image_root`` are added to the metada
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Callable, Dict, List, Optional, Tuple
@@ -90,6 +94,24 @@ def _load_dsb2018(name: str, root: Optional[str]) -> List[Dict]:
     return load_coco_json(json_file, image_root, name)
 
 
+# Share of dsb2018_train's images in dsb2018_tune (by a stable hash of the file name).
+DSB2018_TUNE_PERCENT = 20
+
+
+def _in_tune_split(file_name: str) -> bool:
+    digest = hashlib.md5(os.path.basename(file_name).encode()).hexdigest()
+    return int(digest[:8], 16) % 100 < DSB2018_TUNE_PERCENT
+
+
+def _load_dsb2018_split(name: str, root: Optional[str]) -> List[Dict]:
+    """``dsb2018_train_sub`` / ``dsb2018_tune``: the two parts of dsb2018_train. No json_file is
+    recorded, so evaluators build the ground truth from these records alone."""
+    json_file, image_root = _external_paths("dsb2018_train", root)
+    dicts = load_coco_json(json_file, image_root, name)
+    tune = name == "dsb2018_tune"
+    return [d for d in dicts if _in_tune_split(d["file_name"]) == tune]
+
+
 def _load_coco128(name: str, root: Optional[str]) -> List[Dict]:
     """Load coco128-seg with COCO's class names.
 
@@ -134,6 +156,11 @@ def register_all(root: Optional[str] = None) -> None:
     for name in ("dsb2018_train", "dsb2018_val"):
         if name not in registered:
             _register(name, lambda name=name: _load_dsb2018(name, root), thing_classes=["nucleus"])
+    for name in ("dsb2018_train_sub", "dsb2018_tune"):
+        if name not in registered:
+            _register(
+                name, lambda name=name: _load_dsb2018_split(name, root), thing_classes=["nucleus"]
+            )
     if "coco128_seg" not in registered:
         _register(
             "coco128_seg",

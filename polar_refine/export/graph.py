@@ -49,7 +49,7 @@ class PolarRefineExportGraph(nn.Module):
         images = model.preprocess_image([{"image": image}])
         all_features = model.backbone(images.tensor)
         features = [all_features[f] for f in model.head_in_features]
-        res = model.forward_inference(images, features, model.head(features))[0]
+        res = model.forward_inference(images, features, model.run_head(features))[0]
         h, w = images.image_sizes[0]  # 0-dim tensors while tracing
         polygons = clip_polygons(res.pred_polygons, h, w)
         coarse = clip_polygons(res.pred_coarse_polygons, h, w)

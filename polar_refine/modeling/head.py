@@ -116,23 +116,31 @@ class PolarRefineHead(nn.Module):
             "max_log_radius": pr.MAX_LOG_RADIUS,
         }
 
-    def forward(self, features: List[torch.Tensor]):
+    def forward(self, features: List[torch.Tensor], return_reg_features: bool = False):
         """
         Args:
             features: per level (N, C, H_l, W_l).
+            return_reg_features: also return the regression tower's output.
 
         Returns:
             cls_logits: per level (N, L, H_l, W_l);
             ctr_logits: per level (N, 1, H_l, W_l);
-            coarse_radii: per level (N, K, H_l, W_l), > 0, input pixels.
+            coarse_radii: per level (N, K, H_l, W_l), > 0, input pixels;
+            and, with ``return_reg_features``, reg_features: per level (N, C', H_l, W_l), the
+            regression tower's output (what the refine stages read with
+            ``REFINE.FEATURES: ["reg_tower"]``).
         """
         assert len(features) == len(self.strides), (len(features), len(self.strides))
-        cls_logits, ctr_logits, radii = [], [], []
+        cls_logits, ctr_logits, radii, reg_feats = [], [], [], []
         for level, x in enumerate(features):
             c = self.cls_tower(x)
             cls_logits.append(self.cls_logits(c))
             ctr_logits.append(self.ctr_logits(c))
-            r = self.radius_pred(self.reg_tower(x)) * self.scales[level]
+            t = self.reg_tower(x)
+            reg_feats.append(t)
+            r = self.radius_pred(t) * self.scales[level]
             r = r.clamp(max=self.max_log_radius).exp() * self.strides[level]
             radii.append(r)
+        if return_reg_features:
+            return cls_logits, ctr_logits, radii, reg_feats
         return cls_logits, ctr_logits, radii

@@ -1,7 +1,7 @@
 """PolarRefine: the meta-architecture tying backbone, polar head, refinement and contour head."""
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,7 @@ class PolarRefine(DenseDetector):
         assigner: PolarTargetAssigner,
         refine: Optional[PolarRefineModule] = None,
         extra_refine: Optional[List[PolarRefineModule]] = None,
+        refine_features: Sequence[str] = ("fpn",),
         contour: Optional[ContourHead] = None,
         contour_in_feature: Optional[str] = None,
         semantic: Optional[SemanticHead] = None,
@@ -97,6 +98,9 @@ class PolarRefine(DenseDetector):
             refine: the refine module, or None for coarse radii only (PolarMask).
             extra_refine: further refine stages (``REFINE.NUM_STAGES - 1``): stage s samples the
                 features on stage s - 1's contour and adds its own correction.
+            refine_features: what the refine stages sample, concatenated along channels:
+                "fpn" (the head's input levels, the seed) and/or "reg_tower" (the head's
+                regression tower output, ``head(features, return_reg_features=True)``).
             contour: the training-only contour head, or None.
             contour_in_feature: the level ``contour`` reads (default: the finest).
             semantic: the training-only semantic head, or None.
@@ -116,6 +120,10 @@ class PolarRefine(DenseDetector):
         self.extra_refine = nn.ModuleList(extra_refine or [])
         if len(self.extra_refine) and refine is None:
             raise ValueError("extra_refine stages need the first refine stage")
+        bad = [f for f in refine_features if f not in ("fpn", "reg_tower")]
+        if bad or not refine_features:
+            raise ValueError(f"refine_features must name 'fpn' and/or 'reg_tower', got {bad}")
+        self.refine_features = tuple(refine_features)
         self.contour = contour
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
         self.contour_stride = shapes[self.contour_in_feature].stride
@@ -167,16 +175,22 @@ class PolarRefine(DenseDetector):
         finest = min(in_features, key=lambda f: shapes[f].stride)
         contour_feature = pr.CONTOUR.IN_FEATURE or finest
         semantic_feature = pr.SEMANTIC.IN_FEATURE or finest
+        # the regression tower has HEAD_CHANNELS channels (0: those of its input)
+        widths = {"fpn": channels, "reg_tower": pr.HEAD_CHANNELS or channels}
+        refine_channels = sum(widths.get(f, 0) for f in pr.REFINE.FEATURES)
         return {
             "backbone": backbone,
             "head": build_polar_head(cfg, head_shapes),
             "head_in_features": in_features,
             "assigner": PolarTargetAssigner(cfg),
-            "refine": PolarRefineModule(cfg, in_channels=channels) if pr.REFINE.ENABLED else None,
+            "refine": (
+                PolarRefineModule(cfg, in_channels=refine_channels) if pr.REFINE.ENABLED else None
+            ),
             "extra_refine": [
-                PolarRefineModule(cfg, in_channels=channels)
+                PolarRefineModule(cfg, in_channels=refine_channels)
                 for _ in range(pr.REFINE.NUM_STAGES - 1 if pr.REFINE.ENABLED else 0)
             ],
+            "refine_features": list(pr.REFINE.FEATURES),
             "contour": (
                 ContourHead(cfg, in_channels=shapes[contour_feature].channels)
                 if pr.CONTOUR.ENABLED
@@ -236,7 +250,7 @@ class PolarRefine(DenseDetector):
         images = self.preprocess_image(batched_inputs)
         all_features = self.backbone(images.tensor)
         features = [all_features[f] for f in self.head_in_features]
-        predictions = self.head(features)
+        predictions = self.run_head(features)
         if self.training:
             assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
@@ -262,6 +276,24 @@ class PolarRefine(DenseDetector):
             width = inp.get("width", size[1])
             processed.append({"instances": polar_postprocess(res, height, width, self.mask_on)})
         return processed
+
+    def run_head(self, features: List[torch.Tensor]):
+        """The head's (cls, ctr, coarse) per-level outputs, plus the regression tower's output
+        as a 4th entry when the refine stages read it (``refine_features`` has "reg_tower")."""
+        if self.refine is not None and "reg_tower" in self.refine_features:
+            return self.head(features, return_reg_features=True)
+        return self.head(features)
+
+    def refine_inputs(self, features: List[torch.Tensor], predictions) -> List[torch.Tensor]:
+        """Per level the (N, C_r, H_l, W_l) maps the refine stages sample: ``refine_features``
+        concatenated along channels."""
+        if self.refine_features == ("fpn",):
+            return features
+        by_name = {"fpn": features, "reg_tower": predictions[3] if len(predictions) > 3 else None}
+        maps = [by_name[f] for f in self.refine_features]
+        if any(m is None for m in maps):
+            raise ValueError("refine_features needs the head's reg_tower output (run_head)")
+        return maps[0] if len(maps) == 1 else [torch.cat(x, 1) for x in zip(*maps)]
 
     # ------------------------------------------------------------------ locations
     def locations(self, features: List[torch.Tensor]):
@@ -336,11 +368,12 @@ class PolarRefine(DenseDetector):
         }
         if self.refine is not None:
             outputs["fine"] = self.refine_radii(
-                features, levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
+                self.refine_inputs(features, predictions), levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
             )
         if self.contour_classifier is not None:
             outputs["contour_cls"], tgt["contour_cls"] = self._contour_classifier_training(
-                features, outputs, tgt["labels"], cells, levels, pos_img, pos_idx, rad_flat
+                features, outputs, tgt["labels"], cells, levels, pos_img, pos_idx, rad_flat,
+                self.refine_inputs(features, predictions),
             )
         if self.contour is not None and contour_feature is not None:
             outputs["contour"] = self.contour(contour_feature)
@@ -357,7 +390,8 @@ class PolarRefine(DenseDetector):
         return self.losses(outputs, tgt)
 
     def _contour_classifier_training(
-        self, features, outputs, labels, cells, levels, pos_img, pos_idx, rad_flat
+        self, features, outputs, labels, cells, levels, pos_img, pos_idx, rad_flat,
+        refine_features=None,
     ):
         """Logits (P + N * k, L + 1) of the contour classifier and their targets: the P
         positives (on their refined contour) and, per image, the k background locations of
@@ -373,7 +407,8 @@ class PolarRefine(DenseDetector):
             neg_r = rad_flat[neg_img, neg_idx].float()
             if self.refine is not None:
                 neg_r = self.refine_radii(
-                    features, levels[neg_idx], neg_img, cells[neg_idx], neg_r
+                    refine_features if refine_features is not None else features,
+                    levels[neg_idx], neg_img, cells[neg_idx], neg_r
                 )[-1]
         pos_r = outputs["fine"][-1] if "fine" in outputs else outputs["coarse"]
         idx = torch.cat([pos_idx, neg_idx])
@@ -402,7 +437,7 @@ class PolarRefine(DenseDetector):
 
     def _flat_predictions(self, predictions):
         """Per-level (cls, ctr, coarse) maps -> (N, R, L), (N, R), (N, R, K), all levels."""
-        cls_logits, ctr_logits, coarse = predictions
+        cls_logits, ctr_logits, coarse = predictions[:3]
         dims = [cls_logits[0].shape[1], 1, coarse[0].shape[1]]
         flat = self._transpose_dense_predictions([cls_logits, ctr_logits, coarse], dims)
         cls_flat, ctr_flat, rad_flat = (torch.cat(x, dim=1) for x in flat)
@@ -546,12 +581,14 @@ class PolarRefine(DenseDetector):
         self, images: ImageList, features: List[torch.Tensor], predictions
     ) -> List[Instances]:
         """Top-k candidates per level -> refine -> score -> polygons -> NMS, at input size."""
-        cls_logits, ctr_logits, coarse = predictions
+        cls_logits, ctr_logits, coarse = predictions[:3]
         cand = self._select_candidates(cls_logits, ctr_logits, coarse)
         img_idx, level, cells, cls_prob, ctr_prob, classes, r_coarse = cand
         r_fine = r_coarse
         if self.refine is not None:
-            r_fine = self.refine_radii(features, level, img_idx, cells, r_coarse)[-1]
+            r_fine = self.refine_radii(
+                self.refine_inputs(features, predictions), level, img_idx, cells, r_coarse
+            )[-1]
         if self.contour_classifier is not None:
             # re-classify from the contour: category argmax_l q_l, probability sqrt(p * q_l)
             q = self.contour_classifier(features, self.strides, level, img_idx, cells, r_fine)
