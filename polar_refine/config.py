@@ -114,6 +114,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.CONTOUR.LOSS_WEIGHT = 1.0
     # Width in feature-map pixels of the boundary band drawn from the instance masks.
     node.CONTOUR.BOUNDARY_WIDTH = 1
+    # Upsampling factor (bilinear) of the contour tower's output before the boundary logits, so
+    # the boundary map is predicted and drawn at stride / UPSAMPLE (1: the seed, at the feature's
+    # stride). A finer map asks the feature for sub-cell boundary positions.
+    node.CONTOUR.UPSAMPLE = 1
 
     # Training-only semantic head (beyond the seed; CondInst's auxiliary semantic loss): per cell
     # of one level, L category logits against the instance masks' categories (sigmoid focal loss

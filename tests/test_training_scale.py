@@ -231,3 +231,25 @@ def test_two_processes_equal_one_process_with_both_images(tmp_path):
     )
     assert worst < 1e-3, worst
     print(json.dumps({"max relative gradient difference": worst}))
+
+
+def test_contour_upsample_predicts_and_draws_at_a_finer_stride(tmp_path):
+    """CONTOUR.UPSAMPLE 2: the boundary logits are twice as fine as P3 (stride 4), the loader
+    draws its map at stride 4 too (and the model uses it: same losses as drawing in the model),
+    and the boundary loss trains the backbone."""
+    cfg = tiny_cfg(MODEL__POLAR_REFINE__CONTOUR__UPSAMPLE="2")
+    dicts = _dataset_dicts(tmp_path)
+    loader = _mapped(cfg, PolarDatasetMapper, dicts)
+    plain = _mapped(cfg, DatasetMapper, dicts)
+    assert loader[0]["polar_contour_stride"] == 4
+    h, w = loader[0]["image"].shape[-2:]
+    assert tuple(loader[0]["polar_contour"].shape) == (-(-h // 4), -(-w // 4))
+    a, model = _losses(cfg, loader)
+    b, _ = _losses(cfg, plain)
+    assert model.contour_stride == 4
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    feats = model.backbone(torch.zeros(1, 3, 64, 96))
+    assert model.contour(feats["p3"]).shape[-2:] == (16, 24)
+    a["loss_contour"].backward()
+    assert model.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0

@@ -99,7 +99,8 @@ DSB2018_TUNE_PERCENT = 20
 
 
 def _in_tune_split(file_name: str) -> bool:
-    digest = hashlib.md5(os.path.basename(file_name).encode()).hexdigest()
+    stem = os.path.splitext(os.path.basename(file_name))[0]  # the same for a re-encoded copy
+    digest = hashlib.md5(stem.encode()).hexdigest()
     return int(digest[:8], 16) % 100 < DSB2018_TUNE_PERCENT
 
 

@@ -56,7 +56,9 @@ class PolarDatasetMapper(DatasetMapper):
         ret = super().from_config(cfg, is_train)
         pr = cfg.MODEL.POLAR_REFINE
         feature = pr.CONTOUR.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
-        ret["contour_stride"] = feature_stride(feature) if pr.CONTOUR.ENABLED else 0
+        # the head's logits are UPSAMPLE x finer than the feature it reads
+        stride = feature_stride(feature) // max(1, pr.CONTOUR.UPSAMPLE)
+        ret["contour_stride"] = stride if pr.CONTOUR.ENABLED else 0
         ret["contour_width"] = pr.CONTOUR.BOUNDARY_WIDTH
         feature = pr.SEMANTIC.IN_FEATURE or min(pr.IN_FEATURES, key=feature_stride)
         ret["semantic_stride"] = feature_stride(feature) if pr.SEMANTIC.ENABLED else 0

@@ -5,6 +5,7 @@ from typing import List
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
@@ -27,6 +28,7 @@ class ContourHead(nn.Module):
         channels: List[int] = (128, 64, 64, 64),
         prior_prob=0.01,
         num_outputs: int = 1,
+        upsample: int = 1,
     ):
         """
         Args:
@@ -34,8 +36,13 @@ class ContourHead(nn.Module):
             channels: widths of the 3x3 convs (the seed: 128, 64, 64, 64).
             prior_prob: initial probability of every logit.
             num_outputs: logit channels (1: the boundary).
+            upsample: bilinear upsampling factor of the tower's output before the logits conv
+                (the output is then (N, num_outputs, H * upsample, W * upsample)).
         """
         super().__init__()
+        if int(upsample) < 1:
+            raise ValueError(f"upsample must be a positive integer, got {upsample}")
+        self.upsample = int(upsample)
         layers = []
         c_in = in_channels
         for c in channels:
@@ -54,11 +61,16 @@ class ContourHead(nn.Module):
         return {
             "in_channels": in_channels,
             "channels": list(cfg.MODEL.POLAR_REFINE.CONTOUR.CHANNELS),
+            "upsample": cfg.MODEL.POLAR_REFINE.CONTOUR.UPSAMPLE,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, num_outputs, H, W) logits (boundary logits for the contour head)."""
-        return self.logits(self.tower(x))
+        """(N, C, H, W) -> (N, num_outputs, H * u, W * u) logits (u: ``upsample``; boundary
+        logits for the contour head)."""
+        x = self.tower(x)
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        return self.logits(x)
 
 
 class SemanticHead(ContourHead):

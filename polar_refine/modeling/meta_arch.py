@@ -126,7 +126,10 @@ class PolarRefine(DenseDetector):
         self.refine_features = tuple(refine_features)
         self.contour = contour
         self.contour_in_feature = contour_in_feature or self.head_in_features[0]
-        self.contour_stride = shapes[self.contour_in_feature].stride
+        # the contour head may predict at a finer stride (CONTOUR.UPSAMPLE)
+        self.contour_stride = shapes[self.contour_in_feature].stride // getattr(
+            contour, "upsample", 1
+        )
         self.semantic = semantic
         self.semantic_in_feature = semantic_in_feature or self.head_in_features[0]
         self.semantic_stride = shapes[self.semantic_in_feature].stride
@@ -368,11 +371,22 @@ class PolarRefine(DenseDetector):
         }
         if self.refine is not None:
             outputs["fine"] = self.refine_radii(
-                self.refine_inputs(features, predictions), levels[pos_idx], pos_img, cells[pos_idx], outputs["coarse"]
+                self.refine_inputs(features, predictions),
+                levels[pos_idx],
+                pos_img,
+                cells[pos_idx],
+                outputs["coarse"],
             )
         if self.contour_classifier is not None:
             outputs["contour_cls"], tgt["contour_cls"] = self._contour_classifier_training(
-                features, outputs, tgt["labels"], cells, levels, pos_img, pos_idx, rad_flat,
+                features,
+                outputs,
+                tgt["labels"],
+                cells,
+                levels,
+                pos_img,
+                pos_idx,
+                rad_flat,
                 self.refine_inputs(features, predictions),
             )
         if self.contour is not None and contour_feature is not None:
@@ -390,7 +404,15 @@ class PolarRefine(DenseDetector):
         return self.losses(outputs, tgt)
 
     def _contour_classifier_training(
-        self, features, outputs, labels, cells, levels, pos_img, pos_idx, rad_flat,
+        self,
+        features,
+        outputs,
+        labels,
+        cells,
+        levels,
+        pos_img,
+        pos_idx,
+        rad_flat,
         refine_features=None,
     ):
         """Logits (P + N * k, L + 1) of the contour classifier and their targets: the P
@@ -408,7 +430,10 @@ class PolarRefine(DenseDetector):
             if self.refine is not None:
                 neg_r = self.refine_radii(
                     refine_features if refine_features is not None else features,
-                    levels[neg_idx], neg_img, cells[neg_idx], neg_r
+                    levels[neg_idx],
+                    neg_img,
+                    cells[neg_idx],
+                    neg_r,
                 )[-1]
         pos_r = outputs["fine"][-1] if "fine" in outputs else outputs["coarse"]
         idx = torch.cat([pos_idx, neg_idx])
