@@ -100,8 +100,9 @@ def main():
         while jobs and len(running) < args.parallel and now < args.deadline:
             ds, v, s = key = jobs.pop(0)
             out = os.path.join(args.out, ds, f"{v}_seed{s}")
-            if result(out):
-                done[key] = dict(result(out), wall_s=None)
+            finished = result(out)
+            if finished:  # reused from an earlier run of the script
+                done[key] = dict(finished, wall_s=None)
                 continue
             os.makedirs(out, exist_ok=True)
             log = open(os.path.join(out, "stdout.txt"), "w")

@@ -369,9 +369,10 @@ class PolarRefine(DenseDetector):
             "radii": torch.cat([t["radii"] for t in targets]),
             "centerness": torch.cat([t["centerness"] for t in targets]),
         }
+        refine_maps = self.refine_inputs(features, predictions)  # once per step
         if self.refine is not None:
             outputs["fine"] = self.refine_radii(
-                self.refine_inputs(features, predictions),
+                refine_maps,
                 levels[pos_idx],
                 pos_img,
                 cells[pos_idx],
@@ -387,7 +388,7 @@ class PolarRefine(DenseDetector):
                 pos_img,
                 pos_idx,
                 rad_flat,
-                self.refine_inputs(features, predictions),
+                refine_maps,
             )
         if self.contour is not None and contour_feature is not None:
             outputs["contour"] = self.contour(contour_feature)
