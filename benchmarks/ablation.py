@@ -57,6 +57,9 @@ CHANGES = [
                                 "MODEL.POLAR_REFINE.SEMANTIC.CHANNELS", "[64,64]"]),
     ("1-stage model 2, contour classifier",
      ONE_STAGE + ["MODEL.POLAR_REFINE.CONTOUR_CLASSIFIER.ENABLED", "True"]),
+    # the seed's contour-head widths (the tiny configs scale them to the 64-channel FPN)
+    ("model 2, contour head 128-64-64-64",
+     ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[128,64,64,64]"]),
 ]  # fmt: skip
 for _ds, _cfg in FULL.items():
     ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]
