@@ -57,9 +57,13 @@ CHANGES = [
                                 "MODEL.POLAR_REFINE.SEMANTIC.CHANNELS", "[64,64]"]),
     ("1-stage model 2, contour classifier",
      ONE_STAGE + ["MODEL.POLAR_REFINE.CONTOUR_CLASSIFIER.ENABLED", "True"]),
-    # the seed's contour-head widths (the tiny configs scale them to the 64-channel FPN)
+    # Contour-head widths: the seed's 128-64-64-64 (dsb2018's default since the fourth session
+    # of 2026-12-04, so there this row repeats model 2) and the shapes config's 32-16-16-16 (its
+    # default; dsb2018's before): each row is a change on one dataset and the default on the other.
     ("model 2, contour head 128-64-64-64",
      ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[128,64,64,64]"]),
+    ("model 2, contour head 32-16-16-16",
+     ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[32,16,16,16]"]),
 ]  # fmt: skip
 for _ds, _cfg in FULL.items():
     ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]

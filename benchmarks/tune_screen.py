@@ -43,10 +43,12 @@ VARIANTS = {
                           PR + "CONTOUR.LOSS_WEIGHT", "0.25"],
     "model2_1stage": [PR + "REFINE.NUM_STAGES", "1"],
     "model2_up2": [PR + "CONTOUR.UPSAMPLE", "2"],
-    # the contour head's widths: the tiny configs scale the seed's (128, 64, 64, 64) to the
-    # 64-channel FPN (32, 16, 16, 16); a wider head could take the boundary task off P3
+    # the contour head's widths: the shapes config scales the seed's (128, 64, 64, 64) to the
+    # 64-channel FPN (32, 16, 16, 16); a wider head could take the boundary task off P3 (the
+    # dsb2018 config has used the seed's since this screen)
     "model2_cwide": [PR + "CONTOUR.CHANNELS", "[128,64,64,64]"],
     "model2_c64": [PR + "CONTOUR.CHANNELS", "[64,64,64,64]"],
+    "model2_cnarrow": [PR + "CONTOUR.CHANNELS", "[32,16,16,16]"],
 }  # fmt: skip
 
 
