@@ -47,7 +47,6 @@ VARIANTS = {
     # 64-channel FPN (32, 16, 16, 16); a wider head could take the boundary task off P3 (the
     # dsb2018 config has used the seed's since this screen)
     "model2_cwide": [PR + "CONTOUR.CHANNELS", "[128,64,64,64]"],
-    "model2_c64": [PR + "CONTOUR.CHANNELS", "[64,64,64,64]"],
     "model2_cnarrow": [PR + "CONTOUR.CHANNELS", "[32,16,16,16]"],
     # the tiny configs' head towers have 2 convs; the seed (FCOS, PolarMask) has 4
     "model2_convs4": [PR + "NUM_CONVS", "4"],
