@@ -64,6 +64,11 @@ CHANGES = [
      ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[128,64,64,64]"]),
     ("model 2, contour head 32-16-16-16",
      ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[32,16,16,16]"]),
+    # Head-tower depth: the seed's 4 convs per tower (shapes' default since the fifth session of
+    # 2026-12-04) and 2 (dsb2018's default, and shapes' before): again a change on one dataset
+    # and the default on the other.
+    ("model 2, 4 convs per tower", ["MODEL.POLAR_REFINE.NUM_CONVS", "4"]),
+    ("model 2, 2 convs per tower", ["MODEL.POLAR_REFINE.NUM_CONVS", "2"]),
 ]  # fmt: skip
 for _ds, _cfg in FULL.items():
     ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]

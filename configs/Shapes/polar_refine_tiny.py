@@ -1,6 +1,6 @@
 """The tiny CPU configuration as a LazyConfig: the twin of ``polar_refine_tiny.yaml``.
 
-ResNet-18 (GN, random init), 64-channel FPN (GN) and head (2 convs per tower), contour head of
+ResNet-18 (GN, random init), 64-channel FPN (GN) and head (4 convs per tower), contour head of
 32/16/16/16 channels, trained on the embedded synthetic shapes (``shapes_train``, 4 images of
 160-208 px per batch, 1,800 iterations, no mixed precision) and tested on ``shapes_val`` at
 192 px::
@@ -27,7 +27,7 @@ model.backbone.out_channels = 64
 model.backbone.norm = "GN"
 model.backbone.top_block.in_channels = 512  # C5 of a ResNet-18
 model.head.input_shape = [ShapeSpec(channels=64, stride=s) for s in (8, 16, 32, 64, 128)]
-model.head.num_convs = 2
+model.head.num_convs = 4
 model.refine.in_channels = 64
 for _stage in model.extra_refine:
     _stage.in_channels = 64
