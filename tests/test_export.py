@@ -90,7 +90,8 @@ def exported(tmp_path_factory):
     """
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("export")
-    cfg = tiny_cfg(MODEL__POLAR_REFINE__CONTOUR__ENABLED=False, MODEL__POLAR_REFINE__NUM_CONVS=2)
+    cfg = tiny_cfg()
+    cfg.merge_from_list(OPTS)  # the same overrides the export commands get
     model = _train(build_model(cfg), TRAIN_STEPS)
     images = {k: draw_image(h, w, p, s) for k, (h, w, p, s) in TEST_IMAGES.items()}
     blanks = (BLANK, torch.tensor(GRAY, dtype=torch.float32)[:, None, None].repeat(1, 192, 213))
