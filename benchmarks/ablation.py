@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""The seed's Table-1 ablation, rerun on CPU-sized budgets, plus detectron2's Mask R-CNN.
+"""The patent's Table-1 ablation, rerun on CPU-sized budgets, plus detectron2's Mask R-CNN.
 
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/ablation.py \
         --datasets dsb2018 shapes --seeds 0 1 2 --out output/ablation
 
 For every dataset, seed and row it runs ``train_net.py`` (same backbone, solver, input size and
-iteration budget for all rows), which trains and then evaluates with PolarCOCOEvaluator. Runs
-already finished under ``--out`` are reused, so the script can be stopped and restarted. It
-prints a markdown table (mean +- half-range over seeds) and writes it to ``--out/table.md``.
+iteration budget for all rows), which trains and then evaluates with PolarCOCOEvaluator; rows
+that change inference only evaluate the default's checkpoints. Runs already finished under
+``--out`` are reused, so the script can be stopped and restarted. It prints a markdown table
+(mean +- half-range over seeds) and writes it to ``--out/table.md``.
 """
 
 import argparse
@@ -20,72 +21,60 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = "configs/Shapes/polar_refine_tiny.yaml"
+ONE_STAGE = ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "1"]
+NO_CONTOUR = ["MODEL.POLAR_REFINE.CONTOUR.ENABLED", "False"]
+DEFAULT = "PolarRefine+ (default)"
 ROWS = {
     "shapes": [
-        ("PolarMask (coarse only)", "configs/Shapes/polar_refine_tiny.yaml",
-         ["MODEL.POLAR_REFINE.REFINE.ENABLED", "False",
-          "MODEL.POLAR_REFINE.CONTOUR.ENABLED", "False"]),
-        ("+ refine (model 1)", "configs/Shapes/polar_refine_tiny.yaml",
-         ["MODEL.POLAR_REFINE.CONTOUR.ENABLED", "False"]),
-        ("+ refine + contour (model 2)", "configs/Shapes/polar_refine_tiny.yaml", []),
+        ("PolarMask (coarse only)", SHAPES,
+         ["MODEL.POLAR_REFINE.REFINE.ENABLED", "False"] + NO_CONTOUR),
+        ("+ refine (model 1)", SHAPES, ONE_STAGE + NO_CONTOUR),
+        ("+ refine + contour (model 2)", SHAPES, ONE_STAGE),
+        (DEFAULT, SHAPES, []),
         ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_shapes.yaml", []),
     ],
     "dsb2018": [
         ("PolarMask (coarse only)", "configs/DSB2018/polarmask_R_18_tiny.yaml", []),
         ("+ refine (model 1)", "configs/DSB2018/polar_refine_R_18_tiny.yaml", []),
         ("+ refine + contour (model 2)", "configs/DSB2018/polar_refine_contour_R_18_tiny.yaml", []),
+        (DEFAULT, "configs/DSB2018/polar_refine_plus_R_18_tiny.yaml", []),
         ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_dsb2018.yaml", []),
     ],
 }  # fmt: skip
-# Issue 11: one row per change, each on top of the full model (model 2) of its dataset. The
-# default became 3 refine stages after the stage rows below; the other changes were measured on
-# top of the seed's one-stage model 2 and are kept so (their rows pin NUM_STAGES 1).
-FULL = {"shapes": "configs/Shapes/polar_refine_tiny.yaml",
-        "dsb2018": "configs/DSB2018/polar_refine_contour_R_18_tiny.yaml"}  # fmt: skip
-ONE_STAGE = ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "1"]
+# Changes measured on top of the default of each dataset: trained rows, then rows that only
+# change inference and are evaluated on the default's own checkpoints (no training).
 CHANGES = [
-    ("model 2, 1 refine stage (the seed's)", ONE_STAGE),
-    ("model 2, 2 refine stages", ["MODEL.POLAR_REFINE.REFINE.NUM_STAGES", "2"]),
-    ("1-stage model 2, fallback centre-ness from hit rays",
-     ONE_STAGE + ["MODEL.POLAR_REFINE.FALLBACK_CENTERNESS", "hit_rays"]),
-    ("1-stage model 2, negative-ray gradient",
-     ONE_STAGE + ["MODEL.POLAR_REFINE.REFINE.NEGATIVE_RAY_GRADIENT", "True"]),
-    ("1-stage model 2, coarse not detached",
-     ONE_STAGE + ["MODEL.POLAR_REFINE.REFINE.DETACH_COARSE", "False"]),
-    ("1-stage model 2, 72 rays", ONE_STAGE + ["MODEL.POLAR_REFINE.NUM_RAYS", "72"]),
-    ("1-stage model 2, semantic head", ONE_STAGE + ["MODEL.POLAR_REFINE.SEMANTIC.ENABLED", "True",
-                                "MODEL.POLAR_REFINE.SEMANTIC.CHANNELS", "[64,64]"]),
-    ("1-stage model 2, contour classifier",
-     ONE_STAGE + ["MODEL.POLAR_REFINE.CONTOUR_CLASSIFIER.ENABLED", "True"]),
-    # Contour-head widths: the seed's 128-64-64-64 (dsb2018's default since the fourth session
-    # of 2026-12-04, so there this row repeats model 2) and the shapes config's 32-16-16-16 (its
-    # default; dsb2018's before): each row is a change on one dataset and the default on the other.
-    ("model 2, contour head 128-64-64-64",
-     ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[128,64,64,64]"]),
-    ("model 2, contour head 32-16-16-16",
-     ["MODEL.POLAR_REFINE.CONTOUR.CHANNELS", "[32,16,16,16]"]),
-    # Head-tower depth: the seed's 4 convs per tower (shapes' default since the fifth session of
-    # 2026-12-04) and 2 (dsb2018's default, and shapes' before): again a change on one dataset
-    # and the default on the other.
-    ("model 2, 4 convs per tower", ["MODEL.POLAR_REFINE.NUM_CONVS", "4"]),
-    ("model 2, 2 convs per tower", ["MODEL.POLAR_REFINE.NUM_CONVS", "2"]),
-]  # fmt: skip
-for _ds, _cfg in FULL.items():
-    ROWS[_ds] += [(name, _cfg, opts) for name, opts in CHANGES]
-# The equal-time row: model 2 trained for the wall time of Mask R-CNN's budget, measured in the
-# same run (its iterations = budget x Mask R-CNN's s/iter / model 2's s/iter, per seed).
-EQUAL_TIME = "model 2 at Mask R-CNN's training time"
-# Iteration budget per dataset, the same for every row of that dataset (CPU-sized: one seed of
-# all four rows fits in about half an hour on 2 cores).
+    ("default, P6/P7 from P5", ["MODEL.BACKBONE.NAME", "build_polar_resnet_fpn_backbone"]),
+]
+EVAL_CHANGES = [
+    ("default, score from covered locations", ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"]),
+]
+for _ds, _rows in ROWS.items():
+    _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
+    _rows += [(name, _cfg, opts) for name, opts in CHANGES]
+EVAL_ONLY = {name for name, _ in EVAL_CHANGES}
+for _ds, _rows in ROWS.items():
+    _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
+    _rows += [(name, _cfg, opts) for name, opts in EVAL_CHANGES]
+# The equal-time row: the default trained for the wall time of Mask R-CNN's budget, measured in
+# the same run (its iterations = budget x Mask R-CNN's s/iter / the default's s/iter, per seed).
+EQUAL_TIME = "PolarRefine+ at Mask R-CNN's training time"
+# Iteration budget per dataset, the same for every row of that dataset (CPU-sized).
 ITERS = {"shapes": 1000, "dsb2018": 800}
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 # Config overrides appended to every row's command (``--opts``, e.g. a solver setting).
 EXTRA_OPTS = []
 
 
+def _slug(name):
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def run_one(dataset, seed, name, cfg, opts, out_root, iters):
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    out = os.path.join(out_root, dataset, f"{slug}_seed{seed}")
+    if name in EVAL_ONLY:
+        return run_eval(dataset, seed, name, cfg, opts, out_root, iters)
+    out = os.path.join(out_root, dataset, f"{_slug(name)}_seed{seed}")
     done = os.path.join(out, "result.json")
     if os.path.isfile(done) and trained_iters(out) == iters:
         result = json.load(open(done))
@@ -114,17 +103,57 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     return dict(result, s_per_iter=seconds_per_iter(out))
 
 
+def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
+    """An inference-only change: the default row's checkpoint of this seed (trained first if
+    needed), evaluated with ``opts``."""
+    by_name = {n: (c, o) for n, c, o in ROWS[dataset]}
+    base = run_one(dataset, seed, DEFAULT, *by_name[DEFAULT], out_root, iters)
+    weights = os.path.join(out_root, dataset, f"{_slug(DEFAULT)}_seed{seed}", "model_final.pth")
+    out = os.path.join(out_root, dataset, f"{_slug(name)}_seed{seed}")
+    done = os.path.join(out, "result.json")
+    if os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(weights):
+        result = json.load(open(done))
+        if result.get("opts") == opts + EXTRA_OPTS:
+            return dict(result, s_per_iter=base["s_per_iter"])
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
+           os.path.join(ROOT, cfg), "--eval-only", *opts, *EXTRA_OPTS,
+           "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out]  # fmt: skip
+    print(f"[ablation] {dataset} seed {seed}: {name} (evaluation of the default's weights)")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stdout.txt"), "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    res = _copypaste(os.path.join(out, "stdout.txt"))
+    result = {
+        "segm": {k: res["segm"].get(k) for k in METRICS + ["AP@100"]},
+        "bbox": {k: res["bbox"].get(k) for k in METRICS},
+        "opts": opts + EXTRA_OPTS,
+        "weights": weights,
+    }
+    json.dump(result, open(done, "w"), indent=1)
+    return dict(result, s_per_iter=base["s_per_iter"])
+
+
+def _copypaste(path):
+    """The tables detectron2's ``print_csv_format`` logs ("copypaste:" lines), by task."""
+    lines = [ln.split("copypaste: ", 1)[1].strip() for ln in open(path) if "copypaste: " in ln]
+    out = {}
+    for i, line in enumerate(lines):
+        if line.startswith("Task: "):
+            keys, values = lines[i + 1].split(","), lines[i + 2].split(",")
+            out[line[len("Task: ") :]] = {k: float(v) for k, v in zip(keys, values)}
+    return out
+
+
 def run_equal_time(dataset, seed, out_root, iters=None):
-    """Model 2 for as many iterations as fit in Mask R-CNN's training time on this seed (both
-    runs' s/iter come from this run of the script or from finished runs it reuses)."""
+    """The default for as many iterations as fit in Mask R-CNN's training time on this seed
+    (both runs' s/iter come from this run of the script or from finished runs it reuses)."""
     iters = iters or ITERS[dataset]
     by_name = {name: (cfg, opts) for name, cfg, opts in ROWS[dataset]}
-    model2 = "+ refine + contour (model 2)"
     mrcnn = run_one(dataset, seed, "Mask R-CNN (detectron2)", *by_name["Mask R-CNN (detectron2)"],
                     out_root, iters)  # fmt: skip
-    full = run_one(dataset, seed, model2, *by_name[model2], out_root, iters)
+    full = run_one(dataset, seed, DEFAULT, *by_name[DEFAULT], out_root, iters)
     n = int(round(iters * mrcnn["s_per_iter"] / full["s_per_iter"]))
-    res = run_one(dataset, seed, EQUAL_TIME, *by_name[model2], out_root, n)
+    res = run_one(dataset, seed, EQUAL_TIME, *by_name[DEFAULT], out_root, n)
     return dict(res, iters=n)
 
 
@@ -215,7 +244,7 @@ def main():
     ap.add_argument("--rows", nargs="+", default=None, help="only rows whose name has one of these")
     ap.add_argument(
         "--equal-time", action="store_true",
-        help=f"add the row {EQUAL_TIME!r} (needs the Mask R-CNN and model 2 runs of each seed)",
+        help=f"add the row {EQUAL_TIME!r} (needs the Mask R-CNN and default runs of each seed)",
     )  # fmt: skip
     ap.add_argument(
         "--opts", nargs="+", default=[],

@@ -1,13 +1,12 @@
 #!/usr/bin/env python
-"""Share of inference spent in the refine stages, for REFINE.NUM_STAGES = 1, 2, 3 (issue 11:
-all stages together must stay under 5 % of inference time).
+"""Share of inference spent in the refine stages, for REFINE.NUM_STAGES = 1, 2, 3.
 
     .venv/bin/python benchmarks/refine_stages_speed.py [--height 512 --width 683 --repeats 7]
 
 R-50-FPN full model (random weights, score threshold 0, so every level carries its full
 1,000 candidates and 100 detections are kept: the worst case). For each stage count it times
 the whole inference (``model(inputs)``: preprocessing to masks at output size) and, on the same
-candidates, the refine stages alone (``model.refine_radii``); repeats are interleaved across the
+candidates, the refine stages alone (``model.refiner``); repeats are interleaved across the
 models and medians reported.
 """
 
@@ -24,15 +23,14 @@ from detectron2.modeling import build_model
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import polar_refine  # noqa: E402
+from polar_refine.modeling import select_candidates  # noqa: E402
 
 
 def build(stages):
     cfg = get_cfg()
     polar_refine.add_polar_refine_config(cfg)
     cfg.merge_from_file(
-        os.path.join(
-            ROOT, "configs/COCO-InstanceSegmentation/polar_refine_contour_R_50_FPN_1x.yaml"
-        )
+        os.path.join(ROOT, "configs/COCO-InstanceSegmentation/polar_refine_plus_R_50_FPN_1x.yaml")
     )
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
@@ -50,12 +48,15 @@ def time_once(model, inputs):
     images = model.preprocess_image(inputs)
     feats_all = model.backbone(images.tensor)
     feats = [feats_all[f] for f in model.head_in_features]
-    cand = model._select_candidates(*model.head(feats))
-    img_idx, level, cells, _, _, _, r_coarse = cand
+    cls, ctr, coarse = model.head(feats)
+    locs = model.locations(feats)
+    cand = select_candidates(
+        cls, ctr, coarse, locs, model.test_score_thresh, model.test_topk_candidates
+    )
     t2 = time.perf_counter()
-    model.refine_radii(feats, level, img_idx, cells, r_coarse)
+    model.refiner(feats, locs, cand.location, cand.image, cand.coarse)
     t3 = time.perf_counter()
-    return t1 - t0, t3 - t2, r_coarse.shape[0]
+    return t1 - t0, t3 - t2, cand.coarse.shape[0]
 
 
 def main():
@@ -84,7 +85,7 @@ def main():
     for n in models:
         total = statistics.median(times[n][0]) * 1e3
         refine = statistics.median(times[n][1]) * 1e3
-        stage = sum(p.numel() for p in models[n].refine.parameters())
+        stage = sum(p.numel() for p in models[n].refiner.stages[0].parameters())
         print(f"| {n} | {total:.1f} | {refine:.1f} | {100 * refine / total:.2f} % | "
               f"{stage} ({100 * stage / params[n]:.3f} %) |")  # fmt: skip
 

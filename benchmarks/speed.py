@@ -42,15 +42,22 @@ import polar_refine
 from polar_refine.modeling.postprocess import polar_postprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FULL = "PolarRefine+ (default)"
+SHAPE_ROW = "PolarRefine+, shape NMS"
+COVERED_ROW = "PolarRefine+, score from covered locations"
 ROWS = {
     "PolarMask (coarse only)": "polarmask_R_50_FPN_1x.yaml",
-    "PolarRefine (+refine)": "polar_refine_R_50_FPN_1x.yaml",
-    "PolarRefine (+refine +contour)": "polar_refine_contour_R_50_FPN_1x.yaml",
-    "PolarRefine (+refine +contour), shape NMS": "polar_refine_contour_R_50_FPN_1x.yaml",
+    "PolarRefine, model 1 (+refine)": "polar_refine_R_50_FPN_1x.yaml",
+    "PolarRefine, model 2 (+refine +contour)": "polar_refine_contour_R_50_FPN_1x.yaml",
+    FULL: "polar_refine_plus_R_50_FPN_1x.yaml",
+    SHAPE_ROW: "polar_refine_plus_R_50_FPN_1x.yaml",
+    COVERED_ROW: "polar_refine_plus_R_50_FPN_1x.yaml",
 }
-# Config overrides of a row beyond its YAML (issue 11: the seed's NMS on the edge shapes).
-SHAPE_ROW = "PolarRefine (+refine +contour), shape NMS"
-ROW_OPTS = {SHAPE_ROW: ["MODEL.POLAR_REFINE.NMS_TYPE", "shape"]}
+# Config overrides of a row beyond its YAML: inference options, the same weights as FULL.
+ROW_OPTS = {
+    SHAPE_ROW: ["MODEL.POLAR_REFINE.NMS_TYPE", "shape"],
+    COVERED_ROW: ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"],
+}
 BASELINES = {
     "RetinaNet R-50-FPN": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "Mask R-CNN R-50-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
@@ -130,35 +137,25 @@ def polar_stages(model, inputs, device):
     feats = [feats_all[f] for f in model.head_in_features]
     sync(device)
     t1 = time.perf_counter()
-    cls, ctr, coarse = model.head(feats)
+    predictions = model.head(feats)
     sync(device)
     t2 = time.perf_counter()
-    img_idx, level, cells, cls_p, ctr_p, classes, r_coarse = model._select_candidates(
-        cls, ctr, coarse
-    )
-    r_fine = r_coarse
-    if model.refine is not None:
-        r_fine = model.refine(feats, model.strides, level, img_idx, cells, r_coarse)
+    locs, cand, fine = model.candidates(feats, predictions)
     sync(device)
     t3 = time.perf_counter()
-    strides = torch.tensor(model.strides, device=cells.device, dtype=torch.float32)[level]
-    centers = (cells + 0.5) * strides[:, None]
-    res = model.inference_single_image(
-        centers, r_coarse, r_fine, cls_p * ctr_p, classes, tuple(images.image_sizes[0])
-    )
+    res = model.detections(images.image_sizes, predictions, locs, cand, fine)[0]
     out = polar_postprocess(res, inputs[0]["height"], inputs[0]["width"], model.mask_on)
-    assert len(out) == model.max_detections_per_image
+    assert len(out) > 0
     sync(device)
     t4 = time.perf_counter()
     t["backbone"] = t1 - t0
     t["head"] = t2 - t1
     t["candidates+refine"] = t3 - t2
-    t["post (NMS, polygons, masks)"] = t4 - t3
+    t["post (score, NMS, polygons, masks)"] = t4 - t3
     return t
 
 
-FULL = "PolarRefine (+refine +contour)"
-ORT_ROW = "PolarRefine (+refine +contour), ONNX Runtime"
+ORT_ROW = "PolarRefine+, ONNX Runtime"
 
 
 def onnx_runner(model, inputs, workdir):
@@ -291,7 +288,7 @@ def main():
     ap.add_argument(
         "--stages-only",
         action="store_true",
-        help="time only the full model's inference stages, with box and with shape NMS (CPU)",
+        help="time only the default's inference stages: box NMS, shape NMS, covered scores",
     )
     ap.add_argument("--worker-memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -302,10 +299,12 @@ def main():
     dev, h, w = args.device, args.height, args.width
     rows = [FULL] if args.deploy_only else list(ROWS)
     if args.stages_only:
-        rows = [FULL, SHAPE_ROW]
+        rows = [FULL, SHAPE_ROW, COVERED_ROW]
     models = {n: build_model(polar_cfg(n, dev)).eval() for n in rows}
+    for n in ROW_OPTS:
+        if n in models:  # the same weights, other inference options
+            models[n].load_state_dict(models[FULL].state_dict())
     if args.stages_only:
-        models[SHAPE_ROW].load_state_dict(models[FULL].state_dict())  # same weights, other NMS
         with torch.no_grad():
             stages = {n: [] for n in rows}
             for i in range(args.repeats + 1):  # the first repeat is a warm-up
@@ -378,7 +377,7 @@ def main():
         print(f"| {n} | {1e3 * v:.1f} | {v / retina:.3f} | {v / mrcnn:.3f} | {v / med[FULL]:.3f} |")
     coarse = med["PolarMask (coarse only)"]
     full = med[FULL]
-    print(f"\nrefine + contour over coarse-only (inference): {100 * (full / coarse - 1):+.1f}%")
+    print(f"\nPolarRefine+ over coarse-only (inference): {100 * (full / coarse - 1):+.1f}%")
     print_stages(stages, rows)
 
     if args.skip_train:

@@ -8,7 +8,7 @@ configs are the ablation's (``benchmarks/ablation.py``), so a setting that wins 
 measured there, on val, over 3 seeds.
 
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/tune_screen.py \\
-        --datasets dsb2018 --variants model2 model2_reg --seeds 0 1 --parallel 1
+        --datasets dsb2018 --variants default p5_top --seeds 0 1 --parallel 1
 
 With a GPU, ``--device cuda --parallel 6`` runs six trainings side by side on it. Jobs start in
 the order given (variants, then seeds, then datasets); no job starts after ``--deadline``
@@ -25,31 +25,21 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from ablation import FULL, ITERS  # noqa: E402
+from ablation import DEFAULT, ITERS, ROWS  # noqa: E402
 
 SPLITS = {"dsb2018": ("('dsb2018_train_sub',)", "('dsb2018_tune',)"),
           "shapes": ("('shapes_train',)", "('shapes_tune',)")}  # fmt: skip
 PR = "MODEL.POLAR_REFINE."
-# name -> config overrides on top of the dataset's full model (model 2, today's defaults)
+# name -> config overrides on top of the dataset's default (PolarRefine+)
 VARIANTS = {
-    "model2": [],
-    "model1": [PR + "CONTOUR.ENABLED", "False"],
-    "model2_reg": [PR + "REFINE.FEATURES", "['reg_tower']"],
-    "model2_fpn_reg": [PR + "REFINE.FEATURES", "['fpn','reg_tower']"],
-    "model1_reg": [PR + "CONTOUR.ENABLED", "False", PR + "REFINE.FEATURES", "['reg_tower']"],
-    "model2_cw0.25": [PR + "CONTOUR.LOSS_WEIGHT", "0.25"],
-    "model2_cw0.5": [PR + "CONTOUR.LOSS_WEIGHT", "0.5"],
-    "model2_reg_cw0.25": [PR + "REFINE.FEATURES", "['reg_tower']",
-                          PR + "CONTOUR.LOSS_WEIGHT", "0.25"],
-    "model2_1stage": [PR + "REFINE.NUM_STAGES", "1"],
-    "model2_up2": [PR + "CONTOUR.UPSAMPLE", "2"],
-    # the contour head's widths: the shapes config scales the seed's (128, 64, 64, 64) to the
-    # 64-channel FPN (32, 16, 16, 16); a wider head could take the boundary task off P3 (the
-    # dsb2018 config has used the seed's since this screen)
-    "model2_cwide": [PR + "CONTOUR.CHANNELS", "[128,64,64,64]"],
-    "model2_cnarrow": [PR + "CONTOUR.CHANNELS", "[32,16,16,16]"],
-    # the tiny configs' head towers have 2 convs; the seed (FCOS, PolarMask) has 4
-    "model2_convs4": [PR + "NUM_CONVS", "4"],
+    "default": [],
+    "no_contour": [PR + "CONTOUR.ENABLED", "False"],
+    "1stage": [PR + "REFINE.NUM_STAGES", "1"],
+    "p5_top": ["MODEL.BACKBONE.NAME", "build_polar_resnet_fpn_backbone"],
+    "contour_wide": [PR + "CONTOUR.CHANNELS", "[128,64,64,64]"],
+    "contour_narrow": [PR + "CONTOUR.CHANNELS", "[32,16,16,16]"],
+    "convs2": [PR + "NUM_CONVS", "2"],
+    "convs4": [PR + "NUM_CONVS", "4"],
 }  # fmt: skip
 
 
@@ -58,7 +48,8 @@ def command(ds, variant, seed, out, device, workers, iters=None):
     train, test = SPLITS[ds]
     return [
         sys.executable, os.path.join(ROOT, "train_net.py"),
-        "--config-file", os.path.join(ROOT, FULL[ds]), *VARIANTS[variant],
+        "--config-file", os.path.join(ROOT, dict((n, c) for n, c, _ in ROWS[ds])[DEFAULT]),
+        *VARIANTS[variant],
         "DATASETS.TRAIN", train, "DATASETS.TEST", test, "SEED", str(seed), "OUTPUT_DIR", out,
         "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.7)},{int(iters * 0.9)})",
         "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", str(workers),
@@ -79,7 +70,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--datasets", nargs="+", default=["dsb2018", "shapes"], choices=list(SPLITS))
-    ap.add_argument("--variants", nargs="+", default=["model2"], choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "output", "tune_screen"))
     ap.add_argument("--device", default="cpu")

@@ -1,6 +1,6 @@
 """Exact polar geometry for polar-contour instance segmentation.
 
-Conventions (the seed's formula (1)):
+Conventions (the patent's formula (1)):
 
 * image coordinates: ``x`` to the right, ``y`` down, in pixels;
 * ray ``k`` of ``K`` has angle ``theta_k = 2*pi*k/K`` and direction ``(sin theta_k, cos theta_k)``,
@@ -224,26 +224,21 @@ def polar_iou_loss(
     weight: Optional[torch.Tensor] = None,
     reduction: str = "sum",
     eps: float = 1e-6,
-    straight_through: bool = False,
 ) -> torch.Tensor:
-    """Polar IoU loss ``log(sum_k max / sum_k min)`` per row (the seed's L_coarse and L_fine).
+    """Polar IoU loss ``log(sum_k max / sum_k min)`` per row (the patent's L_coarse and L_fine).
 
     Args:
         pred, target: (N, K) non-negative radii. Target rays of length 0 are allowed: ``eps`` in
             both sums keeps the loss and its gradient finite.
         weight: optional (N,) per-row weights (the centerness targets in the model).
         reduction: "sum", "mean" or "none".
-        straight_through: negative predictions are read as 0 either way; with this, the clamp
-            passes gradients through (a negative ray gets the gradient of a ray of length 0)
-            instead of blocking them.
+
+    Negative predictions are read as 0, and the clamp passes them no gradient.
 
     Returns:
         scalar, or (N,) for ``reduction="none"``.
     """
-    if straight_through:
-        pred = pred + (pred.clamp(min=0) - pred).detach()
-    else:
-        pred = pred.clamp(min=0)
+    pred = pred.clamp(min=0)
     r_max = torch.maximum(pred, target).sum(-1) + eps
     r_min = torch.minimum(pred, target).sum(-1) + eps
     loss = (r_max / r_min).log()

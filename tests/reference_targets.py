@@ -1,6 +1,6 @@
 """The per-instance, host-side label assignment this project used before the assigner became
-tensor-only (commit ae91aa8), kept as a reference for tests/test_training_scale.py and
-benchmarks/train_speed.py. Verbatim but for the smallest-area tie-break (marked below)."""
+tensor-only (commit ae91aa8), kept as a reference for tests/test_training_scale.py. Verbatim
+but for the smallest-area tie-break (marked below)."""
 
 from typing import Dict, List, Sequence, Tuple
 

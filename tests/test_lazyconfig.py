@@ -120,8 +120,8 @@ def test_python_config_instantiates_as_its_yaml_twin(path):
     from polar_refine.data import PolarDatasetMapper
 
     train_mapper = instantiate(cfg.dataloader.train.mapper)
-    assert isinstance(train_mapper, PolarDatasetMapper)  # as TARGETS_IN_LOADER in the YAML
-    assert train_mapper.contour_stride == model.contour_stride
+    assert isinstance(train_mapper, PolarDatasetMapper)  # as PolarRefineTrainer's loader
+    assert train_mapper.contour_stride == (model.contour.stride if model.contour else 0)
     assert train_mapper.use_instance_mask and train_mapper.instance_mask_format == "polygon"
     instantiate(cfg.dataloader.test.mapper)
     for split in ("train", "test"):

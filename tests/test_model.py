@@ -15,7 +15,12 @@ from torch import nn
 
 import polar_refine
 from polar_refine import polar
-from polar_refine.modeling import PolarRefine, polygons_to_masks
+from polar_refine.modeling import (
+    LocationGenerator,
+    PolarRefine,
+    PolarRefineStage,
+    polygons_to_masks,
+)
 
 # The default has 3 refine stages, each with its own fine loss.
 FINE_LOSSES = {"loss_fine", "loss_fine2", "loss_fine3"}
@@ -60,7 +65,7 @@ def test_training_step_loss_keys_finite(refine, contour, keys):
     )
     model = build_model(cfg)
     assert isinstance(model, PolarRefine)
-    assert (model.refine is not None) == refine and (model.contour is not None) == contour
+    assert (model.refiner is not None) == refine and (model.contour is not None) == contour
     losses = _train_step(model, _batch())
     assert set(losses) == keys
     for k, v in losses.items():
@@ -72,7 +77,7 @@ def test_gradients_reach_refine_and_contour():
     torch.manual_seed(0)
     model = build_model(tiny_cfg())
     _train_step(model, _batch())
-    for name, mod in (("refine", model.refine), ("contour", model.contour)):
+    for name, mod in (("refine", model.refiner), ("contour", model.contour)):
         grads = [p.grad for p in mod.parameters()]
         assert all(g is not None for g in grads), name
         assert sum(g.abs().sum().item() for g in grads) > 0, name
@@ -146,34 +151,40 @@ def test_nan_and_inf_input_inference():
     assert inst.pred_masks.shape[1:] == (96, 128)
 
 
+def _grid(shapes, strides):
+    """Feature maps of the given (N, C, H, W) shapes (random) and their `Locations`."""
+    feats = [torch.randn(*shape) for shape in shapes]
+    return feats, LocationGenerator(strides, [64] * (len(strides) - 1))(feats)
+
+
 def test_refine_survives_nan_and_huge_radii_forward_backward():
-    mod = polar_refine.modeling.PolarRefineModule(in_channels=24, num_rays=36, detach_coarse=False)
-    feats = [torch.randn(2, 24, 32, 40, requires_grad=True), torch.randn(2, 24, 16, 20)]
+    stage = PolarRefineStage(24, 36)
+    feats, locs = _grid([(2, 24, 32, 40), (2, 24, 16, 20)], [8, 16])
+    feats[0].requires_grad_(True)
     p = 500
     coarse = torch.rand(p, 36) * 50
     coarse[:100] = float("nan")
     coarse[100:200] = 1e30
     coarse[200:250] = -1e30
     coarse.requires_grad_(True)
-    cells = torch.rand(p, 2) * 10
-    level = torch.randint(0, 2, (p,))
+    location = torch.randint(0, len(locs.points), (p,))
     img = torch.randint(0, 2, (p,))
-    out = mod(feats, [8, 16], level, img, cells, coarse)
-    finite = torch.isfinite(out[250:]).all()
-    assert finite
+    out = stage(feats, locs, location, img, coarse, detach=False)
+    assert torch.isfinite(out[250:]).all()
     out[250:].sum().backward()
     assert torch.isfinite(feats[0].grad).all()
-    assert torch.isfinite(mod.delta.weight.grad).all()
+    assert torch.isfinite(stage.delta.weight.grad).all()
 
 
 def test_refine_changes_radii_with_features():
-    mod = polar_refine.modeling.PolarRefineModule(in_channels=8, num_rays=36)
-    nn.init.normal_(mod.delta.weight, std=1.0)
-    feats = [torch.zeros(1, 8, 16, 16)]
+    stage = PolarRefineStage(8, 36)
+    nn.init.normal_(stage.delta.weight, std=1.0)
+    feats, locs = _grid([(1, 8, 16, 16)], [8])
+    feats[0].zero_()
     feats[0][:, :, 8, 12] = 5.0  # a feature blob 4 cells right of the centre
     coarse = torch.full((1, 36), 32.0)  # 4 cells at stride 8: ray 9 (+x) lands on the blob
-    r = mod(feats, [8], torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
-            torch.tensor([[8.0, 8.0]]), coarse)  # fmt: skip
+    location = torch.tensor([8 * 16 + 8])  # the cell (8, 8)
+    r = stage(feats, locs, location, torch.zeros(1, dtype=torch.long), coarse)
     delta = (r - coarse)[0]
     assert delta[9].abs() > 1.0 and delta[27].abs() < 1e-3
 
@@ -210,7 +221,7 @@ def test_custom_backbone_trains_and_infers():
     assert model.strides == [8, 16] and model.size_ranges == [(0.0, 48.0), (48.0, float("inf"))]
     losses = _train_step(model, _batch())
     assert set(losses) == ALL_LOSSES and all(torch.isfinite(v) for v in losses.values())
-    assert model.refine.delta.weight.grad.abs().sum() > 0
+    assert model.refiner.stages[0].delta.weight.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
         out = model([{"image": draw_image(100, 120, [])}])
@@ -237,11 +248,12 @@ def test_every_config_builds(path):
         assert "Baselines" in path
         return
     assert isinstance(model, PolarRefine)
-    assert (model.refine is not None) == cfg.MODEL.POLAR_REFINE.REFINE.ENABLED
+    assert (model.refiner is not None) == cfg.MODEL.POLAR_REFINE.REFINE.ENABLED
     assert (model.contour is not None) == cfg.MODEL.POLAR_REFINE.CONTOUR.ENABLED
 
 
 def test_refine_parameter_share_r50():
+    """The default stages hold under 1 % of the R-50-FPN model's inference parameters."""
     cfg = get_cfg()
     polar_refine.add_polar_refine_config(cfg)
     cfg.merge_from_file(
@@ -252,7 +264,7 @@ def test_refine_parameter_share_r50():
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     inference = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("contour."))
-    refine = sum(p.numel() for p in model.refine.parameters())
+    refine = sum(p.numel() for p in model.refiner.parameters())
     share = refine / inference
     print(f"refine params {refine} / inference params {inference} = {100 * share:.3f}%")
     assert share < 0.01
@@ -301,15 +313,13 @@ def test_overfit_two_images_polar_iou_above_0_8():
         images = model.preprocess_image(batch)
         feats = [model.backbone(images.tensor)[f] for f in model.head_in_features]
         cls, ctr, coarse = model.head(feats)
-        points, cells, strides, levels, ranges = model.locations(feats)
-        targets = model.assigner(points, strides, ranges, [b["instances"] for b in batch])
+        locs = model.locations(feats)
+        targets = model.assigner(locs, [b["instances"] for b in batch])
+        radii = torch.cat([c.flatten(2) for c in coarse], 2).transpose(1, 2)  # (N, R, K)
         ious = []
         for i, t in enumerate(targets):
-            flat = model._flat_predictions((cls, ctr, coarse))[2][i, t["pos_idx"]]
-            fine = model.refine(
-                feats, model.strides, levels[t["pos_idx"]], torch.full_like(t["pos_idx"], i),
-                cells[t["pos_idx"]], flat,
-            )  # fmt: skip
+            idx, img = t["pos_idx"], torch.full_like(t["pos_idx"], i)
+            fine = model.refiner(feats, locs, idx, img, radii[i, idx])[-1]
             ious.append(polar.polar_iou(fine.clamp(min=0), t["radii"]))
         iou = torch.cat(ious).mean().item()
         out = model([{"image": b["image"]} for b in batch])
@@ -322,29 +332,32 @@ def test_overfit_two_images_polar_iou_above_0_8():
 
 
 @pytest.mark.parametrize("used_levels", [(0, 1), (0, 2)])
-def test_refine_projection_equals_seed_operator(used_levels):
-    """project-then-sample (the fast path) == sample-stack-grouped-conv (seed), values and grads;
-    (0, 2) leaves the middle level without locations."""
+def test_refine_projection_equals_patent_operator(used_levels):
+    """project-then-sample (the fast path) == sample-stack-grouped-conv (the patent), values and
+    gradients; (0, 2) leaves the middle level without locations."""
+    from reference_refine import refine_reference
+
     torch.manual_seed(0)
-    mod = polar_refine.modeling.PolarRefineModule(in_channels=16, num_rays=36, detach_coarse=False)
-    nn.init.normal_(mod.delta.weight, std=0.3)
-    nn.init.normal_(mod.delta.bias, std=0.3)
-    feats = [torch.randn(3, 16, 20, 24), torch.randn(3, 16, 10, 12), torch.randn(3, 16, 5, 6)]
+    stage = PolarRefineStage(16, 36)
+    nn.init.normal_(stage.delta.weight, std=0.3)
+    nn.init.normal_(stage.delta.bias, std=0.3)
+    feats, locs = _grid([(3, 16, 20, 24), (3, 16, 10, 12), (3, 16, 5, 6)], [8, 16, 32])
     p = 300
-    cells = torch.rand(p, 2) * torch.tensor([23.0, 19.0])
     level = torch.tensor(used_levels)[torch.randint(0, 2, (p,))]
-    cells /= (2**level)[:, None]
+    on_level = [(locs.levels == lvl).nonzero().flatten() for lvl in range(3)]
+    location = torch.stack([on_level[int(lvl)][torch.randint(len(on_level[int(lvl)]), ())]
+                            for lvl in level])  # fmt: skip
     img = torch.randint(0, 3, (p,))
     coarse = torch.rand(p, 36) * 120  # many points fall outside the maps (zero padding)
     outs, grads = [], []
-    for fn in (mod.forward, mod.forward_reference):
+    for fn in (stage.forward, lambda *a, **k: refine_reference(stage, *a, **k)):
         f = [x.clone().requires_grad_(True) for x in feats]
         c = coarse.clone().requires_grad_(True)
-        out = fn(f, [8, 16, 32], level, img, cells, c)
+        out = fn(f, locs, location, img, c, detach=False)
         (out * torch.linspace(-1, 1, 36)).sum().backward()
         outs.append(out)
-        grads.append((*[x.grad for x in f], c.grad, mod.delta.weight.grad.clone()))
-        mod.delta.weight.grad = None
+        grads.append((*[x.grad for x in f], c.grad, stage.delta.weight.grad.clone()))
+        stage.delta.weight.grad = None
     assert torch.allclose(outs[0], outs[1], atol=1e-4)
     for a, b in zip(*grads):
         if a is None or b is None:  # a level without locations: no gradient, or zeros

@@ -73,8 +73,9 @@ def test_targets_of_awkward_instances():
     inst = make_instances(192, 200, polys, [0] * len(polys))
     model = build_model(tiny_cfg())
     feats = [torch.zeros(1, 1, math.ceil(192 / s), math.ceil(200 / s)) for s in model.strides]
-    points, cells, strides, levels, ranges = model.locations(feats)
-    t = PolarTargetAssigner(num_classes=6)(points, strides, ranges, [inst])[0]
+    locs = model.locations(feats)
+    points = locs.points
+    t = PolarTargetAssigner(num_classes=6)(locs, [inst])[0]
     owners = {names[i] for i in t["pos_inst"].tolist()}
     assert {"c_shape", "ring", "two_parts", "tiny", "border"} <= owners
     assert torch.isfinite(t["radii"]).all() and torch.isfinite(t["centerness"]).all()
@@ -116,8 +117,8 @@ def test_crowd_never_positive_and_dropped_by_mapper(tmp_path):
     inst2.gt_iscrowd = torch.tensor([0, 1])
     model = build_model(cfg)
     feats = [torch.zeros(1, 1, math.ceil(64 / s), math.ceil(80 / s)) for s in model.strides]
-    points, _, strides, _, ranges = model.locations(feats)
-    t = PolarTargetAssigner(num_classes=6)(points, strides, ranges, [inst2])[0]
+    locs = model.locations(feats)
+    t = PolarTargetAssigner(num_classes=6)(locs, [inst2])[0]
     assert len(t["pos_inst"]) > 0 and (t["pos_inst"] == 0).all()
     MetadataCatalog.remove(name)
     DatasetCatalog.remove(name)
@@ -148,8 +149,9 @@ def test_targets_follow_augmentation():
     raster = detection_utils.polygons_to_bitmask(mask, h, w)
     model = build_model(tiny_cfg())
     feats = [torch.zeros(1, 1, math.ceil(h / s), math.ceil(w / s)) for s in model.strides]
-    points, _, strides, _, ranges = model.locations(feats)
-    t = PolarTargetAssigner(num_classes=6)(points, strides, ranges, [inst])[0]
+    locs = model.locations(feats)
+    points = locs.points
+    t = PolarTargetAssigner(num_classes=6)(locs, [inst])[0]
     pos = points[t["pos_idx"]]
     assert len(pos) > 0
     assert all(raster[int(y), int(x)] for x, y in pos.tolist())

@@ -100,15 +100,13 @@ def test_shape_nms_on_tiny_inputs(n):
     assert math.isfinite(float(polar_pair_iou(centers, radii, centers, radii).sum()))
 
 
-def test_model_inference_with_shape_nms_and_class_x_centre_ranking():
+def test_model_inference_with_shape_nms():
     from conftest import draw_image, tiny_cfg
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     cfg = tiny_cfg(
-        MODEL__POLAR_REFINE__NMS_TYPE="shape",
-        MODEL__POLAR_REFINE__CANDIDATE_SCORE_TEST="class_x_centre",
-        MODEL__POLAR_REFINE__SCORE_THRESH_TEST="0.0",
+        MODEL__POLAR_REFINE__NMS_TYPE="shape", MODEL__POLAR_REFINE__SCORE_THRESH_TEST="0.0"
     )
     model = build_model(cfg).eval()
     with torch.no_grad():
@@ -118,38 +116,6 @@ def test_model_inference_with_shape_nms_and_class_x_centre_ranking():
         assert inst.image_size == (h, w) and len(inst) > 0
         assert inst.pred_masks.shape[1:] == (h, w)
         assert (inst.scores[:-1] >= inst.scores[1:]).all()
-
-
-def test_candidates_rank_by_class_times_centre():
-    from conftest import tiny_cfg
-    from detectron2.modeling import build_model
-
-    # one level, two locations: A has the higher class probability, B the higher class x centre
-    cls = [torch.tensor([0.9, 0.6]).logit().reshape(1, 1, 1, 2)]
-    ctr = [torch.tensor([0.1, 0.9]).logit().reshape(1, 1, 1, 2)]
-    rad = [torch.ones(1, 36, 1, 2)]
-    picks = {}
-    for rule in ("class", "class_x_centre"):
-        cfg = tiny_cfg(
-            MODEL__POLAR_REFINE__NUM_CLASSES="1",
-            MODEL__POLAR_REFINE__TOPK_CANDIDATES_TEST="1",
-            MODEL__POLAR_REFINE__CANDIDATE_SCORE_TEST=rule,
-        )
-        model = build_model(cfg)
-        cand = model._select_candidates(cls, ctr, rad)
-        picks[rule] = cand[2][0].tolist()  # the chosen location's cell (x, y)
-        assert abs(cand[3][0].item() - (0.9 if rule == "class" else 0.6)) < 1e-6  # class prob
-    assert picks == {"class": [0.0, 0.0], "class_x_centre": [1.0, 0.0]}
-
-
-def test_shape_nms_is_refused_by_the_exporter(tmp_path):
-    from conftest import tiny_cfg
-
-    from polar_refine.export.exporter import export_model
-
-    cfg = tiny_cfg(MODEL__POLAR_REFINE__NMS_TYPE="shape")
-    with pytest.raises(ValueError, match="NMS_TYPE"):
-        export_model(cfg, "onnx", str(tmp_path))
 
 
 def _reference_greedy(centers, radii, scores, classes, thr):

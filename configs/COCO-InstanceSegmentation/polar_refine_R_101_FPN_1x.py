@@ -1,7 +1,7 @@
-"""Table 1, "model 1" (R-101): refine module, no contour head, COCO 1x.
+"""Table 1 of the patent, "model 1" (R-101): one refine stage, no contour head, COCO 1x.
 
-The LazyConfig twin of ``polar_refine_R_101_FPN_1x.yaml``: ``polar_refine_R_50_FPN_1x.py``
-with a ResNet-101 and its ImageNet weights.
+The LazyConfig twin of ``polar_refine_R_101_FPN_1x.yaml``:
+``polar_refine_R_50_FPN_1x.py`` with a ResNet-101 and its ImageNet weights.
 """
 
 from .polar_refine_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

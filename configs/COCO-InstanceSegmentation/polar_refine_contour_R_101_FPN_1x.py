@@ -1,8 +1,7 @@
-"""Table 1, "model 2" (R-101): refine module + contour head, COCO 1x.
+"""Table 1 of the patent, "model 2" (R-101): one refine stage + the contour head, COCO 1x.
 
 The LazyConfig twin of ``polar_refine_contour_R_101_FPN_1x.yaml``:
-``polar_refine_contour_R_50_FPN_1x.py``
-with a ResNet-101 and its ImageNet weights.
+``polar_refine_contour_R_50_FPN_1x.py`` with a ResNet-101 and its ImageNet weights.
 """
 
 from .polar_refine_contour_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

@@ -1,7 +1,7 @@
-"""Table 1, row "PolarMask" (R-101): coarse radii only, COCO 1x.
+"""Table 1 of the patent, row "PolarMask" (R-101): coarse radii only, COCO 1x.
 
-The LazyConfig twin of ``polarmask_R_101_FPN_1x.yaml``: ``polarmask_R_50_FPN_1x.py``
-with a ResNet-101 and its ImageNet weights.
+The LazyConfig twin of ``polarmask_R_101_FPN_1x.yaml``:
+``polarmask_R_50_FPN_1x.py`` with a ResNet-101 and its ImageNet weights.
 """
 
 from .polarmask_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

@@ -1,4 +1,4 @@
-"""The tiny CPU configuration as a LazyConfig: the twin of ``polar_refine_tiny.yaml``.
+"""PolarRefine+ as a tiny CPU LazyConfig: the twin of ``polar_refine_tiny.yaml``.
 
 ResNet-18 (GN, random init), 64-channel FPN (GN) and head (4 convs per tower), contour head of
 32/16/16/16 channels, trained on the embedded synthetic shapes (``shapes_train``, 4 images of
@@ -28,10 +28,8 @@ model.backbone.norm = "GN"
 model.backbone.top_block.in_channels = 512  # C5 of a ResNet-18
 model.head.input_shape = [ShapeSpec(channels=64, stride=s) for s in (8, 16, 32, 64, 128)]
 model.head.num_convs = 4
-model.refine.in_channels = 64
-for _stage in model.extra_refine:
-    _stage.in_channels = 64
-model.contour.in_channels = 64
+model.refiner.in_channels = 64
+model.contour.input_shape = ShapeSpec(channels=64, stride=8)
 model.contour.channels = [32, 16, 16, 16]
 model.num_classes = 6  # circle, ellipse, square, triangle, star, c_shape
 model.sizes_of_interest = [32, 64, 128, 256]

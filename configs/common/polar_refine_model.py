@@ -1,4 +1,4 @@
-"""PolarRefine R-50-FPN as a LazyConfig ``model``: the full method (refine + contour head).
+"""PolarRefine+ R-50-FPN as a LazyConfig ``model``: three refine stages + the contour head.
 
 Mirrors ``configs/Base-PolarRefine.yaml`` with ``MODEL.RESNETS.DEPTH 50``: detectron2's
 RetinaNet-style ResNet-FPN (``common/models/retinanet.py``: P3-P5 from C3-C5, P6/P7 from C5,
@@ -6,9 +6,9 @@ RetinaNet-style ResNet-FPN (``common/models/retinanet.py``: P3-P5 from C3-C5, P6
 the training-only contour head on P3. ``tests/test_lazyconfig.py`` checks that the model built
 from here has exactly the parameters of the one built from the YAML twin.
 
-Set ``model.num_classes`` (the head and the assigner follow it); ``model.refine = None`` and
-``model.extra_refine = []`` give coarse radii only (PolarMask), ``model.contour = None`` drops the
-contour head.
+Set ``model.num_classes`` (the head and the assigner follow it); ``model.refiner.num_stages = 1``
+gives the patent's single stage, ``model.refiner = None`` coarse radii only (PolarMask), and
+``model.contour = None`` drops the contour head.
 """
 
 from detectron2.config import LazyCall as L
@@ -19,7 +19,7 @@ from polar_refine.modeling import (
     ContourHead,
     PolarRefine,
     PolarRefineHead,
-    PolarRefineModule,
+    PolarRefiner,
     PolarTargetAssigner,
 )
 
@@ -43,26 +43,28 @@ model = L(PolarRefine)(
     ),
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     assigner=L(PolarTargetAssigner)(num_classes="${..num_classes}", center_sample_radius=1.5),
-    refine=L(PolarRefineModule)(in_channels=256, detach_coarse=True, grid_clamp=2.0),
-    # REFINE.NUM_STAGES = 3: two more stages, each refining the previous stage's contour
-    extra_refine=[
-        L(PolarRefineModule)(in_channels=256, detach_coarse=True, grid_clamp=2.0) for _ in range(2)
-    ],
-    contour=L(ContourHead)(in_channels=256, channels=[128, 64, 64, 64]),
-    contour_in_feature="p3",
+    refiner=L(PolarRefiner)(in_channels=256, num_rays=36, num_stages=3, detach_coarse=True),
+    contour=L(ContourHead)(
+        input_shape=ShapeSpec(channels=256, stride=8),  # P3
+        in_feature="p3",
+        channels=[128, 64, 64, 64],
+        boundary_width=1,
+        loss_weight=1.0,
+        focal_loss_alpha=0.25,
+        focal_loss_gamma=2.0,
+    ),
     num_classes=80,
     sizes_of_interest=[64, 128, 256, 512],
     focal_loss_alpha=0.25,
     focal_loss_gamma=2.0,
     coarse_loss_weight=1.0,
     centerness_loss_weight=1.0,
-    contour_loss_weight=1.0,
-    contour_boundary_width=1,
     loss_normalizer_momentum=0.9,
-    negative_ray_gradient=False,
     test_score_thresh=0.05,
     test_topk_candidates=1000,
     test_nms_thresh=0.5,
+    nms_type="box",
+    score_from="center",
     max_detections_per_image=100,
     mask_on=True,
     # MSRA (caffe2) ImageNet weights: BGR, std absorbed into conv1 (detectron2's YAML default)

@@ -58,12 +58,10 @@ class PolarRefineTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's train loader; with ``MODEL.POLAR_REFINE.TARGETS_IN_LOADER`` its mapper is
-        `PolarDatasetMapper`, which computes the annotation-only polar targets in the workers."""
+        """detectron2's train loader with `PolarDatasetMapper`, which loads the masks and
+        computes the annotation-only polar targets in the workers."""
         from ..data.mapper import PolarDatasetMapper
 
-        if not cfg.MODEL.POLAR_REFINE.TARGETS_IN_LOADER:
-            return build_detection_train_loader(cfg)
         return build_detection_train_loader(cfg, mapper=PolarDatasetMapper(cfg, True))
 
     @classmethod

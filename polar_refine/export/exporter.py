@@ -171,11 +171,6 @@ def export_model(cfg, fmt: str, output_dir: str, sample_image: Optional[str] = N
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
-    if cfg.MODEL.POLAR_REFINE.NMS_TYPE != "box":
-        raise ValueError(
-            f"MODEL.POLAR_REFINE.NMS_TYPE {cfg.MODEL.POLAR_REFINE.NMS_TYPE!r} cannot be exported "
-            "yet (its greedy loop is data-dependent); export with MODEL.POLAR_REFINE.NMS_TYPE box"
-        )
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()

@@ -5,7 +5,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ..modeling.postprocess import clip_polygons, polygons_to_boxes
+from ..modeling.postprocess import polygons_to_boxes
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "PolarRefineExportGraph"]
 
@@ -18,7 +18,7 @@ class PolarRefineExportGraph(nn.Module):
 
     ``forward`` runs the model's own methods (``preprocess_image``: normalisation and padding to
     the size divisibility; backbone; head; ``forward_inference``: candidates, refine, polygons,
-    class-aware NMS) and clips the polygons to the input image. Everything that depends on the
+    class-aware NMS; polygons clipped to the input image). Everything that depends on the
     image (its size, the number of candidates and of detections) comes from tensor shapes, so a
     trace (TorchScript, ONNX) stays valid for other sizes and contents. Masks are not part of
     the graph: `polar_refine.modeling.polygons_to_masks` draws them from the polygons.
@@ -30,6 +30,12 @@ class PolarRefineExportGraph(nn.Module):
             model: a `PolarRefine` in eval mode (a batch of one image is exported).
         """
         super().__init__()
+        if getattr(model, "nms_type", "box") != "box":
+            raise ValueError(
+                f"MODEL.POLAR_REFINE.NMS_TYPE {model.nms_type!r} cannot be exported yet (its "
+                "greedy loop is data-dependent, a trace would fix it to the sample image); "
+                "export with MODEL.POLAR_REFINE.NMS_TYPE box"
+            )
         self.model = model
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -40,7 +46,7 @@ class PolarRefineExportGraph(nn.Module):
 
         Returns:
             polygons (N, K, 2) float32 (x, y) in input pixels, clipped to the image;
-            scores (N,) float32 (class x centre probability), by decreasing score;
+            scores (N,) float32 (``MODEL.POLAR_REFINE.SCORE_FROM``), by decreasing score;
             classes (N,) int64;
             boxes (N, 4) float32 XYXY, the polygons' extents;
             coarse_polygons (N, K, 2) float32, the contours before refinement, clipped.
@@ -49,8 +55,7 @@ class PolarRefineExportGraph(nn.Module):
         images = model.preprocess_image([{"image": image}])
         all_features = model.backbone(images.tensor)
         features = [all_features[f] for f in model.head_in_features]
-        res = model.forward_inference(images, features, model.run_head(features))[0]
-        h, w = images.image_sizes[0]  # 0-dim tensors while tracing
-        polygons = clip_polygons(res.pred_polygons, h, w)
-        coarse = clip_polygons(res.pred_coarse_polygons, h, w)
-        return polygons, res.scores, res.pred_classes, polygons_to_boxes(polygons), coarse
+        res = model.forward_inference(images, features, model.head(features))[0]
+        polygons = res.pred_polygons  # clipped to the image by the model
+        boxes = polygons_to_boxes(polygons)
+        return polygons, res.scores, res.pred_classes, boxes, res.pred_coarse_polygons

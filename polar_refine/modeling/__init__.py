@@ -1,9 +1,13 @@
-"""PolarRefine modeling. Importing registers ``PolarRefine`` and ``PolarRefineHead``."""
+"""PolarRefine modeling. Importing registers ``PolarRefine``, ``PolarRefineHead`` and the
+``build_polar_resnet_fpn_backbone`` backbone."""
 
+from .backbone import build_polar_resnet_fpn_backbone  # noqa: F401
+from .candidates import Candidates, covered_confidence, select_candidates  # noqa: F401
 from .contour import ContourHead  # noqa: F401
-from .gt_geometry import contour_target_map, ensure_polar_fields, instance_geometry  # noqa: F401
 from .head import POLAR_HEAD_REGISTRY, PolarRefineHead, build_polar_head  # noqa: F401
+from .locations import LocationGenerator, Locations, level_size_ranges  # noqa: F401
 from .meta_arch import PolarRefine  # noqa: F401
 from .postprocess import polar_postprocess, polygons_to_boxes, polygons_to_masks  # noqa: F401
-from .refine import PolarRefineModule  # noqa: F401
-from .targets import PolarTargetAssigner, instance_parts, level_size_ranges  # noqa: F401
+from .refine import PolarRefiner, PolarRefineStage  # noqa: F401
+from .sampling import sample_levels  # noqa: F401
+from .targets import PolarTargetAssigner  # noqa: F401

@@ -4,6 +4,7 @@ import math
 from typing import List
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
@@ -49,12 +50,16 @@ class PolarRefineHead(nn.Module):
     """Shared-across-levels dense head.
 
     * classification tower: ``num_convs`` x (3x3 conv, norm, ReLU), then the category logits
-      (L channels) and the centre-confidence logit (1 channel): the seed's classification
+      (L channels) and the centre-confidence logit (1 channel): the patent's classification
       component;
     * regression tower: ``num_convs`` x (3x3 conv, norm, ReLU), then K radii
       ``r = stride_l * exp(min(scale_l * x, max_log_radius))`` in input pixels, with a learnable
       ``scale_l`` per level (PolarMask's exp(scale * x), expressed in units of the level stride
       so every level starts with radii of about one stride).
+
+    The radius conv, its scale and ``exp`` always run in float32, also under autocast: in
+    bf16 a radius of 501.3 px reads 502.0, and the polar IoU and the contour points inherit
+    that error. The towers follow autocast.
     """
 
     @configurable
@@ -116,31 +121,30 @@ class PolarRefineHead(nn.Module):
             "max_log_radius": pr.MAX_LOG_RADIUS,
         }
 
-    def forward(self, features: List[torch.Tensor], return_reg_features: bool = False):
+    def forward(self, features: List[torch.Tensor]):
         """
         Args:
             features: per level (N, C, H_l, W_l).
-            return_reg_features: also return the regression tower's output.
 
         Returns:
             cls_logits: per level (N, L, H_l, W_l);
             ctr_logits: per level (N, 1, H_l, W_l);
-            coarse_radii: per level (N, K, H_l, W_l), > 0, input pixels;
-            and, with ``return_reg_features``, reg_features: per level (N, C', H_l, W_l), the
-            regression tower's output (what the refine stages read with
-            ``REFINE.FEATURES: ["reg_tower"]``).
+            coarse_radii: per level (N, K, H_l, W_l), > 0, input pixels, float32.
         """
         assert len(features) == len(self.strides), (len(features), len(self.strides))
-        cls_logits, ctr_logits, radii, reg_feats = [], [], [], []
+        cls_logits, ctr_logits, radii = [], [], []
         for level, x in enumerate(features):
             c = self.cls_tower(x)
             cls_logits.append(self.cls_logits(c))
             ctr_logits.append(self.ctr_logits(c))
-            t = self.reg_tower(x)
-            reg_feats.append(t)
-            r = self.radius_pred(t) * self.scales[level]
-            r = r.clamp(max=self.max_log_radius).exp() * self.strides[level]
-            radii.append(r)
-        if return_reg_features:
-            return cls_logits, ctr_logits, radii, reg_feats
+            radii.append(self._radii(self.reg_tower(x), level))
         return cls_logits, ctr_logits, radii
+
+    def _radii(self, t: torch.Tensor, level: int) -> torch.Tensor:
+        """Regression-tower output (N, C, H, W) -> (N, K, H, W) float32 radii in input pixels."""
+        if torch.is_autocast_enabled(t.device.type):
+            with torch.autocast(t.device.type, enabled=False):
+                return self._radii(t.float(), level)
+        w, b = self.radius_pred.weight, self.radius_pred.bias
+        r = F.conv2d(t.float(), w.float(), b.float(), padding=1) * self.scales[level].float()
+        return r.clamp(max=self.max_log_radius).exp() * self.strides[level]

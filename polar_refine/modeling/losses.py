@@ -14,7 +14,6 @@ __all__ = [
     "centerness_loss",
     "radius_loss",
     "contour_loss",
-    "semantic_loss",
     "reduce_mean",
     "zero_like_params",
 ]
@@ -33,30 +32,15 @@ def centerness_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
 
 
-def radius_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor,
-    negative_ray_gradient: bool = False,
-) -> torch.Tensor:
+def radius_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Polar IoU loss of (P, K) radii, weighted by the (P,) centerness targets, summed.
 
-    The polar IoU reads radii clamped at 0, so a ray predicted negative (possible after the
-    refine module's correction) gets no gradient and can stay dead. With
-    ``negative_ray_gradient`` the clamp is straight-through: the loss value is the same, and a
-    negative ray gets the gradient a ray of length 0 would get (pushing it out towards its
-    target). Non-finite predictions are zeroed (with zero gradient) so one bad row cannot
-    poison the batch.
+    Radii below 0 (possible after a refine stage's correction) are read as 0. Non-finite
+    predictions are zeroed (with zero gradient) so one bad row cannot poison the batch.
     """
     finite = torch.isfinite(pred).all(1)
     pred = torch.where(finite[:, None], pred, pred.detach().nan_to_num(0.0, 0.0, 0.0))
-    return polar_iou_loss(
-        pred,
-        target,
-        weight=weight * finite,
-        reduction="sum",
-        straight_through=negative_ray_gradient,
-    )
+    return polar_iou_loss(pred, target, weight=weight * finite, reduction="sum")
 
 
 def contour_loss(
@@ -64,31 +48,12 @@ def contour_loss(
     target: torch.Tensor,
     alpha: float = 0.25,
     gamma: float = 2.0,
-    normalizer: Optional[float] = None,
+    normalizer: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Focal loss of boundary logits (N, 1, H, W) against {0, 1} targets, divided by the number of
     boundary cells (at least 1) unless ``normalizer`` (a number or a 0-d tensor) is given."""
     loss = sigmoid_focal_loss_jit(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
     n = normalizer if normalizer is not None else target.sum().clamp(min=1.0)
-    return loss / n
-
-
-def semantic_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    normalizer: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Sigmoid focal loss of category logits (N, L, H, W) against per-cell labels (N, H, W)
-    (L = background), divided by the count of object cells (at least 1) unless ``normalizer``
-    is given."""
-    num_classes = logits.shape[1]
-    target = F.one_hot(labels, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2)
-    loss = sigmoid_focal_loss_jit(
-        logits, target.to(logits.dtype), alpha=alpha, gamma=gamma, reduction="sum"
-    )
-    n = normalizer if normalizer is not None else (labels < num_classes).sum().clamp(min=1)
     return loss / n
 
 

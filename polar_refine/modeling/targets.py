@@ -5,16 +5,17 @@ areas, boxes) comes precomputed in the ``gt_polar_*`` fields (`gt_geometry`), no
 data-loader workers.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Instances
 
 from .. import polar
-from .gt_geometry import ensure_polar_fields, instance_parts
+from ..gt_geometry import ensure_polar_fields
+from .locations import Locations
 
-__all__ = ["PolarTargetAssigner", "instance_parts", "level_size_ranges"]
+__all__ = ["PolarTargetAssigner"]
 
 #: Fallback: how many of the nearest free in-box locations an unassigned instance considers.
 _FALLBACK_CANDIDATES = 32
@@ -22,25 +23,10 @@ _FALLBACK_CANDIDATES = 32
 _FALLBACK_ROUNDS = 3
 
 
-def level_size_ranges(strides: Sequence[int], sizes_of_interest: Sequence[float]) -> List[Tuple]:
-    """Per-level (low, high) object-size ranges; the last level is open-ended.
-
-    ``sizes_of_interest`` gives the L - 1 upper bounds; with a different length the bounds are
-    derived from the strides as ``8 * stride`` (FCOS's rule).
-    """
-    n = len(strides)
-    bounds = list(sizes_of_interest)
-    if len(bounds) != n - 1:
-        bounds = [8.0 * s for s in strides[:-1]]
-    lows = [0.0] + [float(b) for b in bounds]
-    highs = [float(b) for b in bounds] + [float("inf")]
-    return list(zip(lows, highs))
-
-
 class PolarTargetAssigner:
     """Assign locations to ground-truth instances and compute their polar targets.
 
-    Rules (PolarMask's where the seed is silent, plus this project's fixes):
+    Rules (PolarMask's where the patent is silent, plus this project's fixes):
 
     * centre sampling: a location is a candidate for an instance when it lies within
       ``center_sample_radius * stride`` of the instance's mass centre (`polar.mass_center`: always
@@ -54,7 +40,9 @@ class PolarTargetAssigner:
     * an instance left with no positive (tiny or thin objects between grid points) gets the free
       location nearest to its mass centre, preferring locations inside the object on its level,
       then inside it on any level, then any location of its level; in the last case some rays
-      may miss the object, and its centerness target (so its regression weight) is 0;
+      may miss the object, and its centerness target (so its regression weight) is 0, the
+      polar centre-ness of its radii (a rule for those rays that counts only the rays that hit
+      scored the same, so the simpler one stays);
     * instances with ``gt_iscrowd`` set are never assigned.
     """
 
@@ -65,23 +53,14 @@ class PolarTargetAssigner:
         num_classes: int,
         num_rays: int = 36,
         center_sample_radius: float = 1.5,
-        fallback_centerness: str = "zero",
     ):
         """
         Args:
             num_classes, num_rays, center_sample_radius: see ``MODEL.POLAR_REFINE``.
-            fallback_centerness: centre-ness target of a fallback positive outside its object
-                (some rays miss it): "zero" (the polar centre-ness of its radii, 0 since a ray
-                is 0) or "hit_rays" (the polar centre-ness of the rays that meet the object).
         """
-        if fallback_centerness not in ("zero", "hit_rays"):
-            raise ValueError(
-                f"fallback_centerness must be 'zero' or 'hit_rays', got {fallback_centerness!r}"
-            )
         self.num_classes = num_classes
         self.num_rays = num_rays
         self.center_sample_radius = float(center_sample_radius)
-        self.fallback_centerness = fallback_centerness
 
     @classmethod
     def from_config(cls, cfg):
@@ -90,22 +69,15 @@ class PolarTargetAssigner:
             "num_classes": pr.NUM_CLASSES,
             "num_rays": pr.NUM_RAYS,
             "center_sample_radius": pr.CENTER_SAMPLE_RADIUS,
-            "fallback_centerness": pr.FALLBACK_CENTERNESS,
         }
 
     @torch.no_grad()
     def __call__(
-        self,
-        points: torch.Tensor,
-        strides: torch.Tensor,
-        size_ranges: torch.Tensor,
-        gt_instances: List[Instances],
+        self, locs: Locations, gt_instances: List[Instances]
     ) -> List[Dict[str, torch.Tensor]]:
         """
         Args:
-            points: (R, 2) location centres (x, y) in input pixels, all levels concatenated.
-            strides: (R,) stride of each location.
-            size_ranges: (R, 2) (low, high) object size handled at each location.
+            locs: the location grid of all levels (`LocationGenerator`).
             gt_instances: per image, with ``gt_boxes``, ``gt_classes`` and the ``gt_polar_*``
                 fields of `gt_geometry.POLAR_FIELDS` (computed here, on the host, when absent).
 
@@ -118,8 +90,8 @@ class PolarTargetAssigner:
               ``centerness`` (P,) polar centerness targets.
         """
         return [
-            self._assign_single(points, strides, size_ranges, ensure_polar_fields(inst))
-            for inst in gt_instances
+            self._assign_single(locs.points, locs.strides, locs.size_ranges, ensure_polar_fields(i))
+            for i in gt_instances
         ]
 
     def _empty(self, points: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -197,20 +169,8 @@ class PolarTargetAssigner:
             "pos_idx": pos_idx,
             "pos_inst": pos_inst,
             "radii": radii,
-            "centerness": self._centerness(radii),
+            "centerness": polar.polar_centerness(radii),
         }
-
-    def _centerness(self, radii: torch.Tensor) -> torch.Tensor:
-        """(P, K) -> (P,) centre-ness targets; see ``fallback_centerness``. Positives inside
-        their object see it on every ray, so both rules agree for them."""
-        if self.fallback_centerness == "zero":
-            return polar.polar_centerness(radii)
-        hit = radii > 0
-        r_min = torch.where(hit, radii, torch.full_like(radii, float("inf"))).amin(-1)
-        r_max = radii.amax(-1)
-        ok = hit.any(-1)
-        ctr = (torch.where(ok, r_min, 0.0) / r_max.clamp(min=1e-6)).sqrt()
-        return torch.where(ok, ctr, torch.zeros_like(ctr))
 
     def _fallback(self, points, centers, areas, in_box, in_range, edges, matched):
         """A location for each of the M' instances given (those left without a positive).
@@ -232,19 +192,19 @@ class PolarTargetAssigner:
         dev = points.device
         free = matched < 0  # (R,)
         d2 = ((points[None] - centers[:, None]) ** 2).sum(-1)  # (M, R)
-        inf = torch.tensor(float("inf"), device=dev)
+        inf = float("inf")
         k = min(_FALLBACK_CANDIDATES, num_loc)
         # equal distances are common on a grid: break ties by location index, so the choice
         # does not depend on how topk orders them
         tie = torch.arange(num_loc, device=dev, dtype=torch.float64) * 1e-9
-        box_d2 = torch.where(in_box & free, d2.double() + tie, inf.double())
+        box_d2 = torch.where(in_box & free, d2.double() + tie, inf)
         near_d2, near = box_d2.topk(k, dim=1, largest=False)  # (M, k)
         near_d2 = near_d2.float()
         flat_edges = edges[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
         inside = polar.edges_contain(points[near].flatten(0, 1), flat_edges).view(num_inst, k)
         inside &= torch.isfinite(near_d2)
         # tier 0: inside and on its level; tier 1: inside; tier 2: any location of its level
-        level_d2 = torch.where(in_range & free, d2.double() + tie, inf.double())
+        level_d2 = torch.where(in_range & free, d2.double() + tie, inf)
         lvl_d2, lvl_loc = level_d2.topk(k, dim=1, largest=False)  # (M, k)
         lvl_d2 = lvl_d2.float()
         big = 1e30  # tier offsets; every distance is far below
