@@ -13,5 +13,7 @@ main: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# ruff format --check and ruff check over every Python file git tracks (settings: pyproject.toml)
 lint: setup
-	$(PY) -m ruff check polar_refine tests train_net.py demo benchmarks
+	$(PY) -m ruff format --check $$(git ls-files '*.py')
+	$(PY) -m ruff check $$(git ls-files '*.py')

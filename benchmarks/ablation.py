@@ -250,10 +250,15 @@ def main():
         "--opts", nargs="+", default=[],
         help="config overrides for every row (KEY VALUE ...); use a separate --out",
     )  # fmt: skip
+    ap.add_argument(
+        "--doc", action="store_true",
+        help="also write each dataset's table into docs/BENCHMARKS.md (replacing the last one)",
+    )  # fmt: skip
     args = ap.parse_args()
     EXTRA_OPTS[:] = args.opts
     lines = []
     for ds in args.datasets:
+        start = len(lines)
         rows = [r for r in ROWS[ds] if not args.rows or any(k in r[0] for k in args.rows)]
         results = {name: [] for name, _, _ in rows}
         equal_time = args.equal_time and (not args.rows or any(k in EQUAL_TIME for k in args.rows))
@@ -282,6 +287,10 @@ def main():
             f"{'; ' + ' '.join(args.opts) if args.opts else ''}; "
             f"mean ± half-range over seeds {args.seeds})"
         )
+        if args.doc:
+            from doc_table import write_table
+
+            write_table(f"ablation-{ds}", "\n".join(lines[start:]))
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)

@@ -4,7 +4,7 @@
 """
 
 import math
-import platform
+import sys
 import time
 
 import torch
@@ -12,7 +12,7 @@ import torch
 from polar_refine.polar import polygon_radii
 
 
-def main(repeats: int = 30) -> None:
+def main(repeats: int = 30, doc: bool = False) -> None:
     torch.manual_seed(0)
     n = 200
     t = torch.arange(n, dtype=torch.float32) * 2 * math.pi / n
@@ -26,13 +26,17 @@ def main(repeats: int = 30) -> None:
         polygon_radii(poly, pts, 36)
         times.append(time.perf_counter() - t0)
     times.sort()
-    print(
-        f"polygon_radii 1000 pts x 36 rays x 200 vertices: "
-        f"median {1e3 * times[len(times) // 2]:.1f} ms, "
-        f"min {1e3 * times[0]:.1f} ms over {repeats} runs | torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    line = (
+        f"`polar.polygon_radii`, 1,000 points x 36 rays on a 200-vertex polygon: median "
+        f"{1e3 * times[len(times) // 2]:.1f} ms, min {1e3 * times[0]:.1f} ms over {repeats} runs "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
     )
+    print(line)
+    if doc:
+        from doc_table import write_table
+
+        write_table("polygon-radii", line)
 
 
 if __name__ == "__main__":
-    main()
+    main(doc="--doc" in sys.argv[1:])

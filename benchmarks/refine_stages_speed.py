@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--height", type=int, default=512)
     ap.add_argument("--width", type=int, default=683)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--doc", action="store_true", help="also write the table into the docs")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, 256, (3, args.height, args.width), generator=g).float()
@@ -78,16 +79,24 @@ def main():
             total, refine, num = time_once(m, inputs)
             times[n][0].append(total)
             times[n][1].append(refine)
-    print(f"R-50-FPN, {args.height}x{args.width}, {num} candidates, cpu ({os.cpu_count()} cores), "
-          f"medians of {args.repeats}")  # fmt: skip
-    print("| refine stages | inference ms | refine stages ms | share | parameters per stage |")
-    print("|---|---|---|---|---|")
+    lines = [
+        f"R-50-FPN, {args.height}x{args.width}, {num} candidates, medians of {args.repeats}:",
+        "",
+        "| refine stages | inference ms | refine stages ms | share | parameters per stage |",
+        "|---|---|---|---|---|",
+    ]
     for n in models:
         total = statistics.median(times[n][0]) * 1e3
         refine = statistics.median(times[n][1]) * 1e3
         stage = sum(p.numel() for p in models[n].refiner.stages[0].parameters())
-        print(f"| {n} | {total:.1f} | {refine:.1f} | {100 * refine / total:.2f} % | "
-              f"{stage} ({100 * stage / params[n]:.3f} %) |")  # fmt: skip
+        lines.append(f"| {n} | {total:.1f} | {refine:.1f} | {100 * refine / total:.2f} % | "
+                     f"{stage} ({100 * stage / params[n]:.3f} %) |")  # fmt: skip
+    print("\n".join(lines))
+    if args.doc:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from doc_table import write_table
+
+        write_table("refine-stages", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -270,7 +270,39 @@ def print_stages(stages, rows):
         )
 
 
+class _Tee:
+    """stdout that also keeps what was printed (for ``--doc``)."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text):
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
 def main():
+    args = parse_args()
+    if args.worker_memory or not args.doc:
+        return run(args)
+    tee = _Tee(sys.stdout)
+    sys.stdout = tee
+    try:
+        run(args)
+    finally:
+        sys.stdout = tee.stream
+    from doc_table import write_table
+
+    mode = "stages" if args.stages_only else "deploy" if args.deploy_only else "all"
+    text = "".join(tee.parts)
+    text = text[text.index("\n## ") :] if "\n## " in text else text
+    write_table(f"speed-{mode}-{args.device}", text.replace("\n## ", "\n#### "))
+
+
+def parse_args():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -290,8 +322,14 @@ def main():
         action="store_true",
         help="time only the default's inference stages: box NMS, shape NMS, covered scores",
     )
+    ap.add_argument(
+        "--doc", action="store_true", help="also write the tables into docs/BENCHMARKS.md"
+    )
     ap.add_argument("--worker-memory", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def run(args):
     if args.worker_memory:
         return worker_memory(args.worker_memory, args.height, args.width)
 

@@ -170,7 +170,9 @@ def build_demo(cfg, args) -> VisualizationDemo:
     if args.onnx:
         return build_onnx_demo(cfg, args)
     try:
-        return VisualizationDemo(cfg, show_coarse=args.show_coarse)
+        return VisualizationDemo(
+            cfg, show_coarse=args.show_coarse, min_score=args.confidence_threshold
+        )
     except (AssertionError, OSError, RuntimeError, ValueError) as e:
         raise DemoError(f"cannot build the model from {cfg.MODEL.WEIGHTS!r}: {e}") from e
 
@@ -184,14 +186,20 @@ def build_onnx_demo(cfg, args) -> VisualizationDemo:
     except ExportedModelError as e:
         raise DemoError(str(e)) from e
     exported = predictor.metadata.get("score_thresh_test")
-    if exported is not None and abs(exported - args.confidence_threshold) > 1e-9:
+    if exported is not None and args.confidence_threshold < exported - 1e-9:
         logger.warning(
-            "--confidence-threshold %g is ignored with --onnx: the model was exported with "
-            "MODEL.POLAR_REFINE.SCORE_THRESH_TEST %g",
+            "--confidence-threshold %g is below the exported model's "
+            "MODEL.POLAR_REFINE.SCORE_THRESH_TEST %g: detections under %g are not in its output",
             args.confidence_threshold,
             exported,
+            exported,
         )
-    demo = VisualizationDemo(cfg, show_coarse=args.show_coarse, predictor=predictor)
+    demo = VisualizationDemo(
+        cfg,
+        show_coarse=args.show_coarse,
+        predictor=predictor,
+        min_score=args.confidence_threshold,
+    )
     classes = predictor.metadata.get("thing_classes")
     if classes:  # the names stored at export win over the config's datasets
         demo.metadata = Metadata(name=os.path.basename(args.onnx), thing_classes=list(classes))

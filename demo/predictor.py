@@ -118,7 +118,12 @@ class VisualizationDemo:
     """Predict with a PolarRefine model and draw its polygons, for single images or videos."""
 
     def __init__(
-        self, cfg, instance_mode=ColorMode.IMAGE, show_coarse: bool = False, predictor=None
+        self,
+        cfg,
+        instance_mode=ColorMode.IMAGE,
+        show_coarse: bool = False,
+        predictor=None,
+        min_score: float = 0.0,
     ):
         """
         Args:
@@ -133,12 +138,22 @@ class VisualizationDemo:
             predictor: any callable BGR image -> ``{"instances": Instances}`` at the image's
                 size, e.g. `polar_refine.export.ONNXPredictor`; default: detectron2's
                 ``DefaultPredictor(cfg)``.
+            min_score (float): instances scored below it are not drawn (a model applies its
+                own ``SCORE_THRESH_TEST``; an exported one keeps the threshold it was exported
+                with, so a higher one is applied here).
         """
         self.metadata = metadata_for(cfg)
         self.cpu_device = torch.device("cpu")
         self.instance_mode = instance_mode
         self.show_coarse = show_coarse
         self.predictor = predictor if predictor is not None else DefaultPredictor(cfg)
+        self.min_score = float(min_score)
+
+    def _predict(self, image: np.ndarray) -> Tuple[dict, Instances]:
+        """The predictor's output, and its instances on the CPU scored at least ``min_score``."""
+        predictions = self.predictor(image)
+        instances = predictions["instances"].to(self.cpu_device)
+        return predictions, instances[instances.scores >= self.min_score]
 
     def run_on_image(self, image: np.ndarray) -> Tuple[dict, VisImage]:
         """Predict on one image and draw the result.
@@ -152,8 +167,7 @@ class VisualizationDemo:
             vis_output (VisImage): the visualised image; ``vis_output.get_image()`` is RGB.
         """
         image = to_bgr(image)
-        predictions = self.predictor(image)
-        instances = predictions["instances"].to(self.cpu_device)
+        predictions, instances = self._predict(image)
         visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
         vis_output = self._draw_polygons(visualizer, instances)
         if self.show_coarse and instances.has("pred_coarse_polygons"):
@@ -185,7 +199,7 @@ class VisualizationDemo:
             yield self._process_frame(to_bgr(frame), video_visualizer)
 
     def _process_frame(self, frame: np.ndarray, video_visualizer: VideoVisualizer) -> np.ndarray:
-        instances = self.predictor(frame)["instances"].to(self.cpu_device)
+        instances = self._predict(frame)[1]
         if not instances.has("pred_masks"):  # MODEL.MASK_ON False: rasterise the polygons
             instances.pred_masks = polygons_to_masks(instances.pred_polygons, *frame.shape[:2])
         frame_rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

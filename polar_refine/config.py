@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The ``MODEL.POLAR_REFINE`` config node.
 
 `add_polar_refine_config` adds the node to the cfg it is given; detectron2's global defaults

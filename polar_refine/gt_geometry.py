@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The annotation-only half of the polar targets, computed on the host (numpy / cv2).
 
 Everything here depends on the ground truth of one image alone, not on the network, so

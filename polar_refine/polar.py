@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Exact polar geometry for polar-contour instance segmentation.
 
 Conventions (the patent's formula (1)):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command, idempotent setup of .venv for polar_refine (Python 3.11, CPU or GPU torch).
+# One-command, idempotent setup of .venv for polar_refine (Python >= 3.10, python3.11 by default;
+# set PYTHON to use another interpreter; CPU or GPU torch).
 #
 #   bash scripts/setup.sh
 #
@@ -32,7 +33,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
-"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required, got %s" % sys.version'
+# The same minimum as setup.py's python_requires (tests/test_project.py checks they agree).
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), "polar_refine needs Python >= 3.10 (setup.py python_requires), got %s" % sys.version'
 
 step "install torch==2.14.1 torchvision==0.29.1"
 if ! "$PY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1') and torchvision.__version__.startswith('0.29.1')" 2>/dev/null; then

@@ -58,7 +58,7 @@ def instance_parts(instances: Instances) -> List[List[np.ndarray]]:
 class ReferenceAssigner:
     """Assign locations to ground-truth instances and compute their polar targets.
 
-    Rules (PolarMask's where the seed is silent, plus this project's fixes):
+    Rules (PolarMask's where the patent is silent, plus this project's fixes):
 
     * centre sampling: a location is a candidate for an instance when it lies within
       ``center_sample_radius * stride`` of the instance's mass centre (`polar.mass_center`: always

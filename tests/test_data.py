@@ -21,7 +21,7 @@ from polar_refine.data.shapes import (
     shape_polygon,
 )
 
-# ../shared/data beside the repository (as on the development and CI machines)
+# ../shared/data beside the repository: the data sets the tests read when present
 SHARED_DATA = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 )

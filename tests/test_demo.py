@@ -166,3 +166,39 @@ def test_bad_config_path_fails_cleanly():
     assert "Traceback" not in proc.stderr
     lines = error_lines(proc)
     assert len(lines) == 1 and "no/such/config.yaml" in lines[0], proc.stderr
+
+
+def test_drawn_labels_are_at_least_the_threshold(monkeypatch):
+    """A predictor that returns scores under the threshold (as an exported model with a lower
+    baked-in threshold does): the demo draws only those at or above it."""
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.structures import Instances
+    from detectron2.utils.visualizer import Visualizer
+
+    import polar_refine
+    from demo.predictor import VisualizationDemo
+    from polar_refine import polar
+
+    def predictor(image):
+        inst = Instances(image.shape[:2])
+        centres = torch.tensor([[30.0, 30.0], [70.0, 40.0], [40.0, 70.0]])
+        inst.pred_polygons = polar.radii_to_points(centres, torch.full((3, 36), 12.0))
+        inst.scores = torch.tensor([0.9, 0.3, 0.6])
+        inst.pred_classes = torch.tensor([0, 1, 2])
+        return {"instances": inst}
+
+    labels = []
+    draw = Visualizer.overlay_instances
+
+    def recording(self, **kwargs):
+        labels.extend(kwargs["labels"])
+        return draw(self, **kwargs)
+
+    monkeypatch.setattr(Visualizer, "overlay_instances", recording)
+    cfg = get_cfg()
+    polar_refine.add_polar_refine_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, "configs/Shapes/polar_refine_tiny.yaml"))
+    demo = VisualizationDemo(cfg, predictor=predictor, min_score=0.5)
+    demo.run_on_image(np.zeros((100, 100, 3), np.uint8))
+    assert labels == ["circle 90%", "square 60%"]

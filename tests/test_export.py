@@ -1,4 +1,4 @@
-"""Export to ONNX and TorchScript, and the ONNX Runtime predictor (issue 12), on the CPU.
+"""Export to ONNX and TorchScript, and the ONNX Runtime predictor, on the CPU.
 
 One tiny model (the Shapes config, refine on) is trained for a few Adam steps on two synthetic
 images, saved as a checkpoint and exported by ``export_model.py`` (the user's entry point) on a

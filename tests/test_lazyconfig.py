@@ -96,7 +96,7 @@ def test_python_config_instantiates_as_its_yaml_twin(path):
     model is the YAML twin's module for module, with the same parameters and frozen ones.
 
     The data loaders and the evaluator are not instantiated: they read the datasets (COCO 2017
-    for the Table-1 rows, which is not on this machine)."""
+    for the Table-1 rows, whose images are not part of the test data)."""
     from detectron2.config import instantiate
     from detectron2.data import DatasetCatalog
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-# ../shared/data beside the repository (as on the development and CI machines)
+# ../shared/data beside the repository: the data sets the tests read when present
 SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
 
 # dataset category id -> name: deliberately not 1..N

@@ -29,7 +29,7 @@ def test_ray_angles_and_directions():
     assert th.shape == (36,)
     assert th[1].item() == pytest.approx(math.pi / 18)
     d = polar.ray_directions(4)
-    # ray 0 along +y, ray 1 along +x (seed formula (1): x += r sin, y += r cos)
+    # ray 0 along +y, ray 1 along +x (the patent's formula (1): x += r sin, y += r cos)
     assert torch.allclose(
         d, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]]), atol=1e-6
     )

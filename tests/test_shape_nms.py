@@ -1,4 +1,4 @@
-"""Issue 11: NMS on the edge shapes (polar polygon IoU), against independent references."""
+"""NMS on the edge shapes (polar polygon IoU), against independent references."""
 
 import math
 

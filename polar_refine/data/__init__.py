@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Datasets of polar_refine.
 
 Importing this package registers (lazily, see `polar_refine.data.datasets`) the synthetic

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Registration of the polar_refine datasets in ``DatasetCatalog`` / ``MetadataCatalog``.
 
 Registered names (all with metadata ``evaluator_type="polar_coco"``):

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """`PolarDatasetMapper`: detectron2's ``DatasetMapper`` plus the annotation-only polar targets."""
 
 from typing import Dict, Optional

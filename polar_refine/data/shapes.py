@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """A deterministic synthetic instance-segmentation dataset of coloured shapes.
 
 Every image is ``H x W`` RGB (192 x 192 by default): a textured background (gradient, smooth

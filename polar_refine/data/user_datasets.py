@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Register your own COCO-format instance-segmentation folders, from Python or a command line.
 
 detectron2's way is ``register_coco_instances(name, {}, json_file, image_root)``;

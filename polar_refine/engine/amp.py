@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Mixed-precision training on any device: detectron2's ``AMPTrainer`` without its CUDA assert."""
 
 import time

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Training and evaluation from LazyConfig (``.py``) configs, as detectron2's
 ``tools/lazyconfig_train_net.py``.
 

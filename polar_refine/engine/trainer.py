@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """A detectron2 DefaultTrainer for PolarRefine (evaluator by dataset type, CPU-safe DDP)."""
 
 import contextlib

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Evaluation of polygon (polar-contour) predictions.
 
 Importing this package registers `PolarCOCOEvaluator` in `EVALUATOR_REGISTRY`.

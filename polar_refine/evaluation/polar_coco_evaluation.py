@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """COCO evaluation of polygon (polar-contour) predictions, without full-image masks.
 
 Pixel convention: polygon vertices are continuous image coordinates ``(x, y)`` in pixels of the

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Registry of dataset evaluators, so configs and scripts can pick one by name."""
 
 from typing import Optional

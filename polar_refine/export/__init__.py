@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Deployment: export PolarRefine to ONNX / TorchScript and run the ONNX model with ONNX Runtime.
 
 ``onnx`` and ``onnxruntime`` come with the ``export`` extra (``pip install -e .[export]``); they

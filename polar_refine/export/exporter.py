@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Export a PolarRefine model to ONNX or TorchScript (the code behind ``export_model.py``)."""
 
 import copy

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The exportable inference graph: one image tensor in, polygon detections out."""
 
 from typing import Tuple

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Run an exported PolarRefine (ONNX) with ONNX Runtime, like detectron2's ``DefaultPredictor``."""
 
 import json

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Test-time input preparation shared by the exporter and the exported-model predictors."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """PolarRefine modeling. Importing registers ``PolarRefine``, ``PolarRefineHead`` and the
 ``build_polar_resnet_fpn_backbone`` backbone."""
 

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """ResNet-FPN with P6/P7 built from P5, as the patent, PolarMask and detectron2's FCOS do."""
 
 from detectron2.layers import ShapeSpec

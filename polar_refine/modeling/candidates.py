@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Inference candidates: per-level selection, and the scores of their shapes."""
 
 import math

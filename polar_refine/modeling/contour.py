@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The global contour perception head (training only): boundary logits, targets and loss."""
 
 import logging

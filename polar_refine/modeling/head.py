@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The polar head: classification tower (category + centre) and coarse radius regression tower."""
 
 import math

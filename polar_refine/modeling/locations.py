@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The location grid of every level: where the dense head's outputs sit in the image."""
 
 from typing import List, NamedTuple, Sequence, Tuple

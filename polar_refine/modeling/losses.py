@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """PolarRefine losses: L = L_cls + L_ctr + alpha * L_coarse + L_fine + L_contour."""
 
 from typing import Optional

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """PolarRefine: the meta-architecture tying backbone, polar head, refine stages and contour head."""
 
 import logging

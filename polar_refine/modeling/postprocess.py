@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Post-processing: polygons at output size, boxes from their extents, rasterised masks."""
 
 import math

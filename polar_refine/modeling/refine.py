@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The refine regression module (the patent's coarse-to-fine strategy, formula (1)), in stages."""
 
 from typing import List

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The one bilinear sampler: per-level maps read at points given in cells of each level."""
 
 from typing import List, Union

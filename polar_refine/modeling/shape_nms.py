@@ -1,4 +1,5 @@
-"""NMS on the edge shapes (the seed's NMS): IoU of polar polygons, not of their boxes.
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
+"""NMS on the edge shapes (the patent's NMS): IoU of polar polygons, not of their boxes.
 
 A polar polygon joins the end points of K rays from its centre, so it is star-shaped from that
 centre, and a point is inside it exactly when it lies, within its angular sector, on the

@@ -1,3 +1,4 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """Label assignment: which locations are positives, and their polar targets (no gradients).
 
 Tensor work only, on the model's device: the annotation-only geometry (edges, mass centres,
