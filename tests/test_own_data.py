@@ -1,5 +1,5 @@
-"""Training on your own data: the README section "Train on your own data" run as written on a
-small COCO-format folder made here, and the tiny config on coco128-seg (real COCO ids)."""
+"""Training on your own data: docs/OWN_DATA.md's commands run as written on a small COCO-format
+folder made here, and the tiny config on coco128-seg (real COCO ids)."""
 
 import json
 import os
@@ -118,26 +118,26 @@ def make_coco_folder(root, num_images=4, seed=0):
     return root
 
 
-README = os.path.join(ROOT, "README.md")
+OWN_DATA = os.path.join(ROOT, "docs", "OWN_DATA.md")
 README_ITERS = 30  # enough for detections above the 0.05 score threshold on this easy folder
 
 
 def readme_own_data_commands() -> str:
-    """The bash commands between the ``own-data`` markers of README.md."""
-    with open(README) as f:
+    """The bash commands between the ``own-data`` markers of docs/OWN_DATA.md."""
+    with open(OWN_DATA) as f:
         text = f.read()
     m = re.search(
         r"<!-- own-data:begin -->\s*```bash\n(.*?)```\s*<!-- own-data:end -->", text, re.S
     )
-    assert m, "README.md has no ```bash block between <!-- own-data:begin/end --> markers"
+    assert m, "docs/OWN_DATA.md has no ```bash block between <!-- own-data:begin/end --> markers"
     return m.group(1)
 
 
 def test_readme_own_data_section_runs_as_written(tmp_path):
-    """Train, evaluate and run the demo on a small COCO folder with the README's commands; only
-    the variables they use (DATA, NUM_CLASSES, ITERS, OUT) are set, in the environment."""
+    """Train, evaluate and run the demo on a small COCO folder with the documented commands;
+    only the variables they use (DATA, NUM_CLASSES, ITERS, OUT) are set, in the environment."""
     commands = readme_own_data_commands()
-    assert "register_coco_instances" in open(README).read()
+    assert "register_coco_instances" in open(OWN_DATA).read()
     data = make_coco_folder(str(tmp_path / "my_data"))
     out = str(tmp_path / "output" / "my_data")
     env = dict(
@@ -288,7 +288,7 @@ def test_tiny_config_on_coco128_reaches_ap_above_zero(tmp_path, tmp_cache, monke
 
 
 def test_python_config_on_own_data(tmp_path, tmp_cache):
-    """The README's ``.py`` variant: ``--coco-dataset`` with a LazyConfig config and
+    """The ``.py`` variant of docs/OWN_DATA.md: ``--coco-dataset`` with a LazyConfig config and
     ``model.num_classes``; a wrong class count is named, a right one trains and evaluates."""
     from detectron2.engine import default_argument_parser
 
