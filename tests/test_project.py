@@ -252,9 +252,9 @@ def test_process_word_checker_passes_ordinary_text(tmp_path):
         + _SEED
         + " 0; an onnxruntime Inference"
         + _SES.capitalize()
-        + "; equiva"
-        + "lent; si"
-        + "lent; the patent's formula (1)\n"
+        + "; equival"
+        + "ent; sil"
+        + "ent; the patent's formula (1)\n"
     )
     (tmp_path / "ok.py").write_text(text)
     assert find_process_words(str(tmp_path), ["ok.py"]) == []
