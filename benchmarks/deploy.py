@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
+"""Deployment as users run it: latency end to end and the AP of the same outputs.
+
+    DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/deploy.py \\
+        --config-file configs/DSB2018/polar_refine_plus_R_18_tiny.yaml \\
+        --weights output/ablation/dsb2018/polarrefine_default_seed0/model_final.pth \\
+        --dataset dsb2018_val --doc
+
+For each score threshold (``--thresholds``: the evaluation one and a deployment one) and each
+runtime (eager PyTorch, and ONNX Runtime on the model exported at that threshold) at each
+thread count (``--threads``), it reports:
+
+* the median and 90th-percentile latency per image over the first ``--num-images`` images of
+  the dataset, end to end: reading and decoding the file, the test-time resize, the graph,
+  polygons at the original size and, with ``--masks``, the masks of the returned detections;
+* the segm and bbox AP of the same outputs over the whole dataset (PolarCOCOEvaluator);
+* the mean number of detections per image.
+
+Runs of the same threshold alternate between runtimes, image by image, so that a slow period of
+the machine hits them alike. With ``--doc`` the table goes into docs/BENCHMARKS.md.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def build_cfg(config_file, weights, thresh, masks):
+    from detectron2.config import get_cfg
+
+    import polar_refine
+
+    cfg = get_cfg()
+    polar_refine.add_polar_refine_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.POLAR_REFINE.SCORE_THRESH_TEST = float(thresh)
+    cfg.MODEL.MASK_ON = bool(masks)
+    cfg.freeze()
+    return cfg
+
+
+def eager_predictor(cfg):
+    from detectron2.engine import DefaultPredictor
+
+    return DefaultPredictor(cfg)
+
+
+def onnx_predictor(cfg, workdir, threads):
+    """The model of ``cfg`` exported to ONNX (at its threshold), in ONNX Runtime."""
+    from polar_refine.export import ONNXPredictor, export_model
+
+    path = export_model(
+        cfg, "onnx", os.path.join(workdir, f"t{cfg.MODEL.POLAR_REFINE.SCORE_THRESH_TEST}")
+    )
+    pred = ONNXPredictor(path, providers=["CPUExecutionProvider"], num_threads=threads)
+    pred.mask_on = cfg.MODEL.MASK_ON
+    return pred
+
+
+def run_dataset(predictors, dicts, num_timed):
+    """Every predictor on every image (alternating per image); returns per predictor the
+    per-image latencies of the first ``num_timed`` images and the outputs of all."""
+    times = {n: [] for n in predictors}
+    outputs = {n: [] for n in predictors}
+    for i, d in enumerate(dicts):
+        for name, pred in predictors.items():
+            t0 = time.perf_counter()
+            image = cv2.imread(d["file_name"], cv2.IMREAD_COLOR)  # decode is part of the cost
+            inst = pred(image)["instances"].to("cpu")
+            if pred_has_masks(pred):
+                inst.pred_masks.any()  # masks are materialised when asked
+            dt = time.perf_counter() - t0
+            if i < num_timed:
+                times[name].append(dt)
+            outputs[name].append(inst)
+    return times, outputs
+
+
+def pred_has_masks(pred):
+    model = getattr(pred, "model", None)
+    return bool(getattr(model, "mask_on", getattr(pred, "mask_on", False)))
+
+
+def evaluate(dataset, dicts, outputs, max_dets):
+    from polar_refine.evaluation import PolarCOCOEvaluator
+
+    ev = PolarCOCOEvaluator(dataset, output_dir=None, max_dets_per_image=max_dets)
+    ev.reset()
+    for d, inst in zip(dicts, outputs):
+        ev.process([d], [{"instances": inst}])
+    res = ev.evaluate()
+    return res["segm"]["AP"], res["bbox"]["AP"]
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config-file", required=True)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--dataset", default="dsb2018_val")
+    ap.add_argument("--thresholds", nargs="+", type=float, default=[0.05, 0.3])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--num-images", type=int, default=20, help="images timed (all are scored)")
+    ap.add_argument("--masks", action="store_true", help="draw masks of the returned detections")
+    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--doc", action="store_true", help="write the table into docs/BENCHMARKS.md")
+    args = ap.parse_args()
+
+    import logging
+
+    from detectron2.data import DatasetCatalog
+
+    import polar_refine  # noqa: F401  (registers the datasets)
+
+    logging.getLogger("detectron2").setLevel(logging.WARNING)
+    dicts = DatasetCatalog.get(args.dataset)
+    rows = []
+    workdir = tempfile.TemporaryDirectory()
+    for thresh in args.thresholds:
+        cfg = build_cfg(args.config_file, args.weights, thresh, args.masks)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            preds = {"eager PyTorch": eager_predictor(cfg)}
+            if not args.no_onnx:
+                preds["ONNX Runtime"] = onnx_predictor(cfg, workdir.name, threads)
+            for p in preds.values():  # warm-up
+                p(cv2.imread(dicts[0]["file_name"]))
+            times, outputs = run_dataset(preds, dicts, args.num_images)
+            for name in preds:
+                segm, bbox = evaluate(
+                    args.dataset, dicts, outputs[name], cfg.TEST.DETECTIONS_PER_IMAGE
+                )
+                lat = sorted(times[name])
+                rows.append(
+                    (thresh, threads, name, 1e3 * statistics.median(lat),
+                     1e3 * lat[min(len(lat) - 1, int(round(0.9 * (len(lat) - 1))))],
+                     segm, bbox, np.mean([len(o) for o in outputs[name]]))
+                )  # fmt: skip
+                print(rows[-1], flush=True)
+    workdir.cleanup()
+    lines = [
+        f"{args.dataset}, `{os.path.relpath(args.config_file, ROOT)}`, latency over the first "
+        f"{args.num_images} images, AP over all {len(dicts)}"
+        f"{', masks drawn' if args.masks else ', polygons only (no masks)'}:",
+        "",
+        "| score threshold | threads | runtime | median ms | p90 ms | segm AP | bbox AP | "
+        "detections / image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t, n, name, med, p90, segm, bbox, dets in rows:
+        lines.append(
+            f"| {t:g} | {n} | {name} | {med:.1f} | {p90:.1f} | {segm:.1f} | {bbox:.1f} | "
+            f"{dets:.1f} |"
+        )
+    print("\n".join(lines))
+    if args.doc:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from doc_table import write_table
+
+        write_table(f"deploy-{args.dataset}", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
