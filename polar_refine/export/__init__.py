@@ -18,3 +18,4 @@ from .exporter import (  # noqa: F401
 from .graph import INPUT_NAME, OUTPUT_NAMES, PolarRefineExportGraph  # noqa: F401
 from .predictor import ExportedModelError, ONNXPredictor, read_metadata  # noqa: F401
 from .preprocess import prepare_image  # noqa: F401
+from .quantize import quantize_int8  # noqa: F401
