@@ -58,16 +58,25 @@ def eager_predictor(cfg):
     return DefaultPredictor(cfg)
 
 
-def onnx_predictor(cfg, workdir, threads):
-    """The model of ``cfg`` exported to ONNX (at its threshold), in ONNX Runtime."""
-    from polar_refine.export import ONNXPredictor, export_model
+def onnx_predictors(cfg, workdir, threads, int8_calibration=None):
+    """The model of ``cfg`` exported to ONNX (at its threshold) in ONNX Runtime, by name; with
+    ``int8_calibration`` (BGR images) also its int8 copy (`quantize_int8`)."""
+    from polar_refine.export import ONNXPredictor, export_model, quantize_int8
 
-    path = export_model(
-        cfg, "onnx", os.path.join(workdir, f"t{cfg.MODEL.POLAR_REFINE.SCORE_THRESH_TEST}")
-    )
-    pred = ONNXPredictor(path, providers=["CPUExecutionProvider"], num_threads=threads)
-    pred.mask_on = cfg.MODEL.MASK_ON
-    return pred
+    out = os.path.join(workdir, f"t{cfg.MODEL.POLAR_REFINE.SCORE_THRESH_TEST}")
+    path = os.path.join(out, "model.onnx")
+    if not os.path.isfile(path):
+        export_model(cfg, "onnx", out)
+    paths = {"ONNX Runtime": path}
+    if int8_calibration is not None:
+        paths["ONNX Runtime int8"] = os.path.join(out, "model_int8.onnx")
+        if not os.path.isfile(paths["ONNX Runtime int8"]):
+            quantize_int8(path, paths["ONNX Runtime int8"], int8_calibration)
+    preds = {}
+    for name, p in paths.items():
+        preds[name] = ONNXPredictor(p, providers=["CPUExecutionProvider"], num_threads=threads)
+        preds[name].mask_on = cfg.MODEL.MASK_ON
+    return preds
 
 
 def run_dataset(predictors, dicts, num_timed):
@@ -117,6 +126,10 @@ def main():
     ap.add_argument("--num-images", type=int, default=20, help="images timed (all are scored)")
     ap.add_argument("--masks", action="store_true", help="draw masks of the returned detections")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument(
+        "--int8", type=int, default=0, metavar="N",
+        help="also an int8 copy, calibrated on the first N images of the config's training set",
+    )  # fmt: skip
     ap.add_argument("--doc", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -128,6 +141,10 @@ def main():
 
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     dicts = DatasetCatalog.get(args.dataset)
+    calibration = None
+    if args.int8:
+        train = build_cfg(args.config_file, args.weights, 0.05, False).DATASETS.TRAIN[0]
+        calibration = [cv2.imread(d["file_name"]) for d in DatasetCatalog.get(train)[: args.int8]]
     rows = []
     workdir = tempfile.TemporaryDirectory()
     for thresh in args.thresholds:
@@ -136,7 +153,7 @@ def main():
             torch.set_num_threads(threads)
             preds = {"eager PyTorch": eager_predictor(cfg)}
             if not args.no_onnx:
-                preds["ONNX Runtime"] = onnx_predictor(cfg, workdir.name, threads)
+                preds.update(onnx_predictors(cfg, workdir.name, threads, calibration))
             for p in preds.values():  # warm-up
                 p(cv2.imread(dicts[0]["file_name"]))
             times, outputs = run_dataset(preds, dicts, args.num_images)
