@@ -4,8 +4,8 @@
 
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/deploy.py \\
         --config-file configs/DSB2018/polar_refine_plus_R_18_tiny.yaml \\
-        --weights output/ablation/dsb2018/polarrefine_default_seed0/model_final.pth \\
-        --dataset dsb2018_val --doc
+        --weights output/ablation/dsb2018/polarrefine_default_seed{0,1,2}/model_final.pth \\
+        --dataset dsb2018_val --int8 32 --doc
 
 For each score threshold (``--thresholds``: the evaluation one and a deployment one) and each
 runtime (eager PyTorch, and ONNX Runtime on the model exported at that threshold) at each
@@ -114,12 +114,18 @@ def evaluate(dataset, dicts, outputs, max_dets):
     return res["segm"]["AP"], res["bbox"]["AP"]
 
 
+def _fmt(values):
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}"
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config-file", required=True)
-    ap.add_argument("--weights", required=True)
+    ap.add_argument("--weights", nargs="+", required=True, help="checkpoints (e.g. 3 seeds)")
     ap.add_argument("--dataset", default="dsb2018_val")
     ap.add_argument("--thresholds", nargs="+", type=float, default=[0.05, 0.3])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -143,45 +149,51 @@ def main():
     dicts = DatasetCatalog.get(args.dataset)
     calibration = None
     if args.int8:
-        train = build_cfg(args.config_file, args.weights, 0.05, False).DATASETS.TRAIN[0]
+        train = build_cfg(args.config_file, args.weights[0], 0.05, False).DATASETS.TRAIN[0]
         calibration = [cv2.imread(d["file_name"]) for d in DatasetCatalog.get(train)[: args.int8]]
-    rows = []
+    latency, scores = {}, {}
     workdir = tempfile.TemporaryDirectory()
     for thresh in args.thresholds:
-        cfg = build_cfg(args.config_file, args.weights, thresh, args.masks)
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            preds = {"eager PyTorch": eager_predictor(cfg)}
-            if not args.no_onnx:
-                preds.update(onnx_predictors(cfg, workdir.name, threads, calibration))
-            for p in preds.values():  # warm-up
-                p(cv2.imread(dicts[0]["file_name"]))
-            times, outputs = run_dataset(preds, dicts, args.num_images)
-            for name in preds:
-                segm, bbox = evaluate(
-                    args.dataset, dicts, outputs[name], cfg.TEST.DETECTIONS_PER_IMAGE
-                )
-                lat = sorted(times[name])
-                rows.append(
-                    (thresh, threads, name, 1e3 * statistics.median(lat),
-                     1e3 * lat[min(len(lat) - 1, int(round(0.9 * (len(lat) - 1))))],
-                     segm, bbox, np.mean([len(o) for o in outputs[name]]))
-                )  # fmt: skip
-                print(rows[-1], flush=True)
+        for wi, weights in enumerate(args.weights):
+            cfg = build_cfg(args.config_file, weights, thresh, args.masks)
+            for threads in args.threads if wi == 0 else [max(args.threads)]:
+                torch.set_num_threads(threads)
+                preds = {"eager PyTorch": eager_predictor(cfg)}
+                if not args.no_onnx:
+                    out = os.path.join(workdir.name, f"w{wi}")
+                    preds.update(onnx_predictors(cfg, out, threads, calibration))
+                for p in preds.values():  # warm-up
+                    p(cv2.imread(dicts[0]["file_name"]))
+                times, outputs = run_dataset(preds, dicts, args.num_images if wi == 0 else 0)
+                for name in preds:
+                    if wi == 0:
+                        lat = sorted(times[name])
+                        p90 = lat[min(len(lat) - 1, int(round(0.9 * (len(lat) - 1))))]
+                        latency[thresh, threads, name] = (statistics.median(lat), p90)
+                    if threads == max(args.threads):
+                        segm, bbox = evaluate(
+                            args.dataset, dicts, outputs[name], cfg.TEST.DETECTIONS_PER_IMAGE
+                        )
+                        dets = float(np.mean([len(o) for o in outputs[name]]))
+                        scores.setdefault((thresh, name), []).append((segm, bbox, dets))
+                    print(thresh, threads, name, latency.get((thresh, threads, name)),
+                          scores.get((thresh, name)), flush=True)  # fmt: skip
     workdir.cleanup()
     lines = [
         f"{args.dataset}, `{os.path.relpath(args.config_file, ROOT)}`, latency over the first "
-        f"{args.num_images} images, AP over all {len(dicts)}"
+        f"{args.num_images} images of the first checkpoint, AP over all {len(dicts)} images "
+        f"(mean ± half-range over {len(args.weights)} checkpoints)"
         f"{', masks drawn' if args.masks else ', polygons only (no masks)'}:",
         "",
         "| score threshold | threads | runtime | median ms | p90 ms | segm AP | bbox AP | "
         "detections / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for t, n, name, med, p90, segm, bbox, dets in rows:
+    for (t, n, name), (med, p90) in latency.items():
+        segm, bbox, dets = zip(*scores[t, name])
         lines.append(
-            f"| {t:g} | {n} | {name} | {med:.1f} | {p90:.1f} | {segm:.1f} | {bbox:.1f} | "
-            f"{dets:.1f} |"
+            f"| {t:g} | {n} | {name} | {1e3 * med:.1f} | {1e3 * p90:.1f} | {_fmt(segm)} | "
+            f"{_fmt(bbox)} | {np.mean(dets):.1f} |"
         )
     print("\n".join(lines))
     if args.doc:
