@@ -58,6 +58,19 @@ def eager_predictor(cfg):
     return DefaultPredictor(cfg)
 
 
+class Bf16Predictor:
+    """A predictor run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the radius branch
+    stays float32 by design)."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.model = predictor.model
+
+    def __call__(self, image):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.predictor(image)
+
+
 def onnx_predictors(cfg, workdir, threads, int8_calibration=None):
     """The model of ``cfg`` exported to ONNX (at its threshold) in ONNX Runtime, by name; with
     ``int8_calibration`` (BGR images) also its int8 copy (`quantize_int8`)."""
@@ -132,6 +145,7 @@ def main():
     ap.add_argument("--num-images", type=int, default=20, help="images timed (all are scored)")
     ap.add_argument("--masks", action="store_true", help="draw masks of the returned detections")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also eager PyTorch under bf16 autocast")
     ap.add_argument(
         "--int8", type=int, default=0, metavar="N",
         help="also an int8 copy, calibrated on the first N images of the config's training set",
@@ -159,6 +173,8 @@ def main():
             for threads in args.threads if wi == 0 else [max(args.threads)]:
                 torch.set_num_threads(threads)
                 preds = {"eager PyTorch": eager_predictor(cfg)}
+                if args.bf16:
+                    preds["eager PyTorch bf16"] = Bf16Predictor(eager_predictor(cfg))
                 if not args.no_onnx:
                     out = os.path.join(workdir.name, f"w{wi}")
                     preds.update(onnx_predictors(cfg, out, threads, calibration))
