@@ -320,11 +320,9 @@ def test_int8_model_matches_fp32_on_two_sizes(exported, tmp_path):
     from polar_refine.export.quantize import quantize_int8
 
     calib = [
-        draw_image(128, 128, TRAIN_A, s).permute(1, 2, 0).numpy().astype(np.uint8)
-        for s in range(8)
+        draw_image(128, 128, TRAIN_A, s).permute(1, 2, 0).numpy().astype(np.uint8) for s in range(8)
     ] + [
-        draw_image(128, 128, TRAIN_B, s).permute(1, 2, 0).numpy().astype(np.uint8)
-        for s in range(8)
+        draw_image(128, 128, TRAIN_B, s).permute(1, 2, 0).numpy().astype(np.uint8) for s in range(8)
     ]
     path = quantize_int8(exported["paths"]["onnx"], str(tmp_path / "int8.onnx"), calib)
     fp32 = ONNXPredictor(exported["paths"]["onnx"])

@@ -47,8 +47,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration_images: Iterable[n
         ``int8_path``.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     proto = onnx.load(fp32_path)
@@ -81,8 +80,8 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration_images: Iterable[n
         entry = out.metadata_props.add()
         entry.key, entry.value = key, value
     meta["precision"] = "int8"
-    out.metadata_props[[p.key for p in out.metadata_props].index(METADATA_KEY)].value = (
-        json.dumps(meta)
+    out.metadata_props[[p.key for p in out.metadata_props].index(METADATA_KEY)].value = json.dumps(
+        meta
     )
     onnx.save(out, int8_path)
     return int8_path
