@@ -2,7 +2,7 @@
 # Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """The main job's steps after training (``scripts/main_job.sh``).
 
-    python scripts/main_report.py threshold OUT    # print the drawing threshold, chosen on shapes_tune
+    python scripts/main_report.py threshold OUT   # the drawing threshold, chosen on shapes_tune
     python scripts/main_report.py summary OUT --seconds S --threshold T
 
 ``threshold`` runs the trained model (``OUT/model_final.pth``) on ``shapes_tune`` (never on val)
@@ -128,7 +128,8 @@ def plot_curves(out):
     if evals:
         last = evals[-1]
         names = ["segm/AP", "segm/AP50", "segm/AP75", "bbox/AP"]
-        ax_ap.bar(range(len(names)), [last.get(k, 0.0) for k in names], color="tab:blue")
+        bars = ax_ap.bar(range(len(names)), [last.get(k, 0.0) for k in names], color="tab:blue")
+        ax_ap.bar_label(bars, fmt="%.1f", fontsize=8)
         ax_ap.set_xticks(range(len(names)), [k.replace("/", "\n") for k in names], fontsize=8)
         ax_ap.set_title(f"shapes_val at iteration {last['iteration'] + 1}", fontsize=9)
     ax_ap.set_ylabel("AP")
