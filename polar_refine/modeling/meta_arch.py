@@ -360,39 +360,26 @@ class PolarRefine(DenseDetector):
         cand, fine, polys, scores = cand.select(keep), fine[keep], polys[keep], scores[keep]
         # clipped first: the class offsets of box NMS are then bounded by the image size
         polys = clip_polygons(polys, h, w)
-        classes = cand.classes
         if self.nms_type == "shape":  # the patent's NMS on the edge shapes (eager only)
-            keep = shape_nms(
-                locs.points[cand.location],
-                fine,
-                scores,
-                classes,
-                self.test_nms_thresh,
-                max_keep=self.max_detections_per_image,
-            )
+            centers = locs.points[cand.location]
+            args = (centers, fine, scores, cand.classes, self.test_nms_thresh)
+            keep = shape_nms(*args, max_keep=self.max_detections_per_image)
         else:
-            keep = batched_nms_polygons(
-                polygons_to_boxes(polys), scores, classes, self.test_nms_thresh
-            )
+            boxes = polygons_to_boxes(polys)
+            keep = batched_nms_polygons(boxes, scores, cand.classes, self.test_nms_thresh)
         keep = keep[: self.max_detections_per_image]
-        cand, polys, scores, classes = cand.select(keep), polys[keep], scores[keep], classes[keep]
-        fine = fine[keep]
+        cand, fine, polys, scores = cand.select(keep), fine[keep], polys[keep], scores[keep]
         if maps is not None:  # the patent's classification from the covered locations
             args = (maps, locs, cand.image, cand.location, fine, self.cover_window)
-            classes = covered_confidence(*args).argmax(1)
-            scores = covered_confidence(*args, classes)
+            cand = cand._replace(classes=covered_confidence(*args).argmax(1))
+            scores = covered_confidence(*args, cand.classes)
             keep = scores.argsort(descending=True)
             keep = keep[scores[keep] > self.test_score_thresh]
-            cand, polys, scores, classes = (
-                cand.select(keep),
-                polys[keep],
-                scores[keep],
-                classes[keep],
-            )
+            cand, polys, scores = cand.select(keep), polys[keep], scores[keep]
         res = Instances(image_size)
         res.pred_polygons = polys
         coarse = radii_to_points(locs.points[cand.location], cand.coarse.clamp(min=0))
         res.pred_coarse_polygons = clip_polygons(coarse, h, w)
         res.scores = scores
-        res.pred_classes = classes
+        res.pred_classes = cand.classes
         return res
