@@ -46,6 +46,7 @@ ROWS = {
 # change inference and are evaluated on the default's own checkpoints (no training).
 CHANGES = [
     ("default, P6/P7 from P5", ["MODEL.BACKBONE.NAME", "build_polar_resnet_fpn_backbone"]),
+    ("default, deformation stages", ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"]),
 ]
 EVAL_CHANGES = [
     ("default, score from covered locations", ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"]),
@@ -80,6 +81,7 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
         result = json.load(open(done))
         stale = config_changes(out, cfg, opts + EXTRA_OPTS)
         if result.get("extra_opts", []) == EXTRA_OPTS and not stale:
+            result.setdefault("segm_per_class", _per_class(out))
             return dict(result, s_per_iter=seconds_per_iter(out))
         if stale:
             print(f"[ablation] rerunning {out}: its config differs from today's in {stale}")
@@ -96,6 +98,9 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     result = {
         "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
         "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
+        "segm_per_class": {
+            k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")
+        },
         "wall_s": time.time() - t0,
         "extra_opts": EXTRA_OPTS,
     }
@@ -210,6 +215,12 @@ def trained_iters(out):
     return int(match.group(1)) if match else None
 
 
+def _per_class(out):
+    """Per-category segm AP of a finished run's last evaluation, by category name."""
+    res = [r for r in _metrics(out) if "segm/AP" in r][-1]
+    return {k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")}
+
+
 def _metrics(out):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
 
@@ -271,14 +282,21 @@ def main():
             if equal_time:
                 results[EQUAL_TIME].append(run_equal_time(ds, seed, args.out, args.iters))
         extra = ["AP@100"] if ds == "dsb2018" else []
+        per_class = ds == "shapes"  # the C shape is the one no polar polygon draws
         head = "| " + ds + " row | " + " | ".join(f"segm {m}" for m in METRICS + extra)
+        head += " | segm AP c_shape | segm AP other classes" if per_class else ""
         lines += [
             "",
             head + " | bbox AP | train s/iter |",
-            "|---" * (len(METRICS) + len(extra) + 3) + "|",
+            "|---" * (len(METRICS) + len(extra) + 3 + 2 * per_class) + "|",
         ]
         for name, rs in results.items():
             cells = [fmt([r["segm"][m] for r in rs]) for m in METRICS + extra]
+            if per_class:
+                classes = [r.get("segm_per_class", {}) for r in rs]
+                cells.append(fmt([c.get("c_shape") for c in classes]))
+                others = [[v for k, v in c.items() if k != "c_shape"] for c in classes]
+                cells.append(fmt([statistics.mean(o) if o else None for o in others]))
             cells.append(fmt([r["bbox"]["AP"] for r in rs]))
             cells.append(fmt([r["s_per_iter"] for r in rs], 2).replace(" ± ", "±"))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = "PolarRefine+ (default)"
 SHAPE_ROW = "PolarRefine+, shape NMS"
 COVERED_ROW = "PolarRefine+, score from covered locations"
+DEFORM_ROW = "PolarRefine+, deformation stages"
 ROWS = {
     "PolarMask (coarse only)": "polarmask_R_50_FPN_1x.yaml",
     "PolarRefine, model 1 (+refine)": "polar_refine_R_50_FPN_1x.yaml",
@@ -52,11 +53,13 @@ ROWS = {
     FULL: "polar_refine_plus_R_50_FPN_1x.yaml",
     SHAPE_ROW: "polar_refine_plus_R_50_FPN_1x.yaml",
     COVERED_ROW: "polar_refine_plus_R_50_FPN_1x.yaml",
+    DEFORM_ROW: "polar_refine_plus_R_50_FPN_1x.yaml",
 }
 # Config overrides of a row beyond its YAML: inference options, the same weights as FULL.
 ROW_OPTS = {
     SHAPE_ROW: ["MODEL.POLAR_REFINE.NMS_TYPE", "shape"],
     COVERED_ROW: ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"],
+    DEFORM_ROW: ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"],
 }
 BASELINES = {
     "RetinaNet R-50-FPN": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
@@ -143,7 +146,7 @@ def polar_stages(model, inputs, device):
     locs, cand, fine = model.candidates(feats, predictions)
     sync(device)
     t3 = time.perf_counter()
-    res = model.detections(images.image_sizes, predictions, locs, cand, fine)[0]
+    res = model.detections(images.image_sizes, predictions, locs, cand, fine, feats)[0]
     out = polar_postprocess(res, inputs[0]["height"], inputs[0]["width"], model.mask_on)
     assert len(out) > 0
     sync(device)
@@ -320,7 +323,8 @@ def parse_args():
     ap.add_argument(
         "--stages-only",
         action="store_true",
-        help="time only the default's inference stages: box NMS, shape NMS, covered scores",
+        help="time only the default's inference stages: box NMS, shape NMS, covered scores, "
+        "deformation",
     )
     ap.add_argument(
         "--doc", action="store_true", help="also write the tables into docs/BENCHMARKS.md"
@@ -337,11 +341,11 @@ def run(args):
     dev, h, w = args.device, args.height, args.width
     rows = [FULL] if args.deploy_only else list(ROWS)
     if args.stages_only:
-        rows = [FULL, SHAPE_ROW, COVERED_ROW]
+        rows = [FULL, SHAPE_ROW, COVERED_ROW, DEFORM_ROW]
     models = {n: build_model(polar_cfg(n, dev)).eval() for n in rows}
     for n in ROW_OPTS:
-        if n in models:  # the same weights, other inference options
-            models[n].load_state_dict(models[FULL].state_dict())
+        if n in models:  # the same weights, other inference options (plus the deformer's own)
+            models[n].load_state_dict(models[FULL].state_dict(), strict=False)
     if args.stages_only:
         with torch.no_grad():
             stages = {n: [] for n in rows}

@@ -118,7 +118,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--show-coarse",
         action="store_true",
-        help="also draw the coarse contours (before refinement) as dashed yellow lines",
+        help="also draw the coarse contours (before refinement) as dashed yellow lines and, for "
+        "a model with deformation stages, the polar contours they started from in cyan",
     )
     parser.add_argument(
         "--onnx",

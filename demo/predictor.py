@@ -4,7 +4,9 @@
 test-time resizing, BGR input), or any predictor with its contract such as the ONNX Runtime
 `polar_refine.export.ONNXPredictor`, and draws the refined contours with detectron2's `Visualizer`.
 With ``show_coarse=True`` the coarse contours (before refinement) are drawn on top as thin
-dashed lines in `COARSE_COLOR`, so that the effect of the refinement is visible.
+dashed lines in `COARSE_COLOR`, so that the effect of the refinement is visible, and, for a
+model with deformation stages, the refined polar contours in `POLAR_COLOR` under the deformed
+ones.
 """
 
 import logging
@@ -25,12 +27,22 @@ from detectron2.utils.visualizer import ColorMode, GenericMask, VisImage, Visual
 
 from polar_refine.modeling.postprocess import polygons_to_masks
 
-__all__ = ["COARSE_COLOR", "VisualizationDemo", "draw_coarse_polygons", "read_frames", "to_bgr"]
+__all__ = [
+    "COARSE_COLOR",
+    "POLAR_COLOR",
+    "VisualizationDemo",
+    "draw_coarse_polygons",
+    "read_frames",
+    "to_bgr",
+]
 
 logger = logging.getLogger("polar_refine.demo")
 
 COARSE_COLOR = (1.0, 1.0, 0.0)
 """RGB colour (in [0, 1]) of the coarse contours drawn with ``show_coarse``."""
+POLAR_COLOR = (0.0, 1.0, 1.0)
+"""RGB colour of the refined polar contours drawn with ``show_coarse`` under deformed ones
+(``MODEL.POLAR_REFINE.DEFORM``)."""
 
 _INSTANCE_COLORS = colormap(rgb=True, maximum=1)
 
@@ -170,9 +182,17 @@ class VisualizationDemo:
         predictions, instances = self._predict(image)
         visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
         vis_output = self._draw_polygons(visualizer, instances)
-        if self.show_coarse and instances.has("pred_coarse_polygons"):
-            draw_coarse_polygons(vis_output, instances.pred_coarse_polygons.numpy())
+        self._draw_contours(vis_output, instances)
         return predictions, vis_output
+
+    def _draw_contours(self, vis, instances: Instances) -> None:
+        """With ``show_coarse``: the coarse contours, and the polar ones under deformed ones."""
+        if not self.show_coarse:
+            return
+        if instances.has("pred_coarse_polygons"):
+            draw_coarse_polygons(vis, instances.pred_coarse_polygons.numpy())
+        if instances.has("pred_polar_polygons"):
+            draw_coarse_polygons(vis, instances.pred_polar_polygons.numpy(), color=POLAR_COLOR)
 
     def run_on_video(
         self, video: Union[cv2.VideoCapture, Iterable[np.ndarray]]
@@ -204,8 +224,7 @@ class VisualizationDemo:
             instances.pred_masks = polygons_to_masks(instances.pred_polygons, *frame.shape[:2])
         frame_rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         vis_frame = video_visualizer.draw_instance_predictions(frame_rgb, instances)
-        if self.show_coarse and instances.has("pred_coarse_polygons"):
-            draw_coarse_polygons(vis_frame, instances.pred_coarse_polygons.numpy())
+        self._draw_contours(vis_frame, instances)
         vis_bgr = cv2.cvtColor(vis_frame.get_image(), cv2.COLOR_RGB2BGR)
         height, width = frame.shape[:2]
         if vis_bgr.shape[:2] != (height, width):  # a video writer drops frames of another size

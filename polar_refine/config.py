@@ -101,6 +101,23 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Width in feature-map pixels of the boundary band drawn from the instance masks.
     node.CONTOUR.BOUNDARY_WIDTH = 1
 
+    # Contour deformation (polar_refine.modeling.deform): after NMS, the kept refined polar
+    # contours are resampled to NUM_POINTS points along their length and moved freely (2-D
+    # offsets), so shapes that are not star-shaped from their centre (a C, a U) can be drawn.
+    node.DEFORM = CN()
+    # Turn the deformation stages and their matching loss on.
+    node.DEFORM.ENABLED = False
+    # N: points of the deformed contour, evenly spaced along the polar one.
+    node.DEFORM.NUM_POINTS = 64
+    # Stages applied in turn, each with its own loss (loss_deform, loss_deform2, ...).
+    node.DEFORM.NUM_STAGES = 2
+    # Width of the per-point features, and the circular 1-D convolutions along the contour.
+    node.DEFORM.HIDDEN_DIM = 64
+    node.DEFORM.KERNEL_SIZE = 9
+    node.DEFORM.NUM_CONVS = 2
+    # Weight of each stage's matching loss.
+    node.DEFORM.LOSS_WEIGHT = 1.0
+
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
     node.HEAD_NAME = "PolarRefineHead"
     if was_frozen:

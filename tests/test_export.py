@@ -294,16 +294,20 @@ def test_demo_runs_the_onnx_model_on_images_video_and_webcam(exported, tmp_path)
         {"MODEL__POLAR_REFINE__REFINE__ENABLED": False},
         {"MODEL__POLAR_REFINE__REFINE__NUM_STAGES": 2},
         {"MODEL__POLAR_REFINE__SCORE_FROM": "covered"},
+        {"MODEL__POLAR_REFINE__DEFORM__ENABLED": True},
     ],
-    ids=["coarse_only", "two_refine_stages", "covered_score"],
+    ids=["coarse_only", "two_refine_stages", "covered_score", "deform"],
 )
 def test_other_rows_export_and_match_eager(tmp_path, overrides):
-    """PolarMask (no refine), a 2-stage refine and the covered-locations score export too
-    (random weights, threshold 0)."""
+    """PolarMask (no refine), a 2-stage refine, the covered-locations score and the deformation
+    stages export too (random weights, threshold 0)."""
     from polar_refine.export import export_onnx
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg(MODEL__POLAR_REFINE__SCORE_THRESH_TEST=0.0, **overrides)).eval()
+    if model.deformer is not None:  # its offsets start at zero: move the points for real
+        for stage in model.deformer.stages:
+            torch.nn.init.normal_(stage.offset.weight, std=0.2)
     path = export_onnx(model, draw_image(96, 128, TRAIN_A), str(tmp_path / "m.onnx"), {})
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     image = draw_image(130, 90, TRAIN_B, 2)

@@ -184,6 +184,35 @@ def polar_ceiling_iou(parts: Sequence, height: int, width: int, num_rays: int = 
     return float(mask_util.iou([pred], [gt], [0])[0, 0])
 
 
+def deformed_ceiling_iou(parts: Sequence, height: int, width: int, num_points: int = 64) -> float:
+    """
+    IoU of an object with its own N-point contour, as the deformation stage draws it (one
+    closed contour; the ceiling of ``MODEL.POLAR_REFINE.DEFORM``).
+
+    The contour is the object's largest part resampled to ``num_points`` points evenly spaced
+    along its length (`polar_refine.modeling.deform.resample_polygons`); other parts are lost.
+
+    Returns:
+        float: mask IoU in [0, 1]; NaN when the object has no pixel in the image or no vertex.
+    """
+    from ..modeling.deform import resample_polygons
+
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts if len(p) > 0]
+    parts = [p for p in parts if p.shape[0] >= 3]
+    if not parts:
+        return float("nan")
+    gt = polygon_parts_to_rle(parts, height, width)
+    if mask_util.area(gt) == 0:
+        return float("nan")
+    areas = [
+        abs(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])) for p in parts
+    ]
+    largest = torch.from_numpy(parts[int(np.argmax(areas))]).float()[None]
+    contour = resample_polygons(largest, num_points)
+    pred = polygons_to_rles(contour, height, width)[0]
+    return float(mask_util.iou([pred], [gt], [0])[0, 0])
+
+
 def instances_to_coco_json_polygons(instances: Instances, img_id) -> List[Dict]:
     """
     Like detectron2's ``instances_to_coco_json``, with segmentations from ``pred_polygons``.
@@ -277,6 +306,7 @@ class PolarCOCOEvaluator(COCOEvaluator):
         allow_cached_coco: bool = True,
         polar_ceiling: bool = False,
         num_rays: int = 36,
+        deform_points: int = 0,
     ):
         """
         Args:
@@ -287,6 +317,8 @@ class PolarCOCOEvaluator(COCOEvaluator):
             polar_ceiling (bool): also report the polar-representation ceiling (see the class
                 docstring). It is computed once, from the annotations only.
             num_rays (int): K used for the ceiling; should match ``MODEL.POLAR_REFINE.NUM_RAYS``.
+            deform_points (int): with ``polar_ceiling``, also the ceiling of the deformed
+                representation, N-point contours (``DEFORM.NUM_POINTS``); 0: not reported.
         """
         super().__init__(
             dataset_name,
@@ -304,6 +336,7 @@ class PolarCOCOEvaluator(COCOEvaluator):
             self._max_dets_per_image = [1, 100, max_dets_per_image]
         self._polar_ceiling = polar_ceiling
         self._num_rays = num_rays
+        self._deform_points = int(deform_points)
         self._segm_seen = False
         # ann id -> (image id, polygons) of the non-crowd polygon ground truth, kept now because
         # COCOeval replaces the annotations' polygons with RLEs in place when evaluating "segm".
@@ -482,23 +515,37 @@ class PolarCOCOEvaluator(COCOEvaluator):
         return results
 
     def _eval_polar_ceiling(self, img_ids=None) -> Dict[str, float]:
-        """Mean IoU of each non-crowd polygon ground truth with its own K-ray polar contour."""
+        """Mean IoU of each non-crowd polygon ground truth with its own K-ray polar contour
+        (and, with ``deform_points``, with its own N-point contour), overall and per category."""
         keep = None if img_ids is None else set(img_ids)
-        ious = []
+        ious = {}  # (representation, category id) -> IoUs
         for ann_id, (image_id, segm) in self._gt_polygons.items():
             if keep is not None and image_id not in keep:
                 continue
             if ann_id not in self._ceiling_ious:
                 img = self._coco_api.imgs[image_id]
-                self._ceiling_ious[ann_id] = polar_ceiling_iou(
-                    segm, img["height"], img["width"], self._num_rays
-                )
-            if np.isfinite(self._ceiling_ious[ann_id]):
-                ious.append(self._ceiling_ious[ann_id])
-        res = {
-            "mean_iou": float(np.mean(ious)) if ious else float("nan"),
-            "num_instances": float(len(ious)),
-        }
+                h, w = img["height"], img["width"]
+                values = {"": polar_ceiling_iou(segm, h, w, self._num_rays)}
+                if self._deform_points:
+                    values["deformed/"] = deformed_ceiling_iou(segm, h, w, self._deform_points)
+                self._ceiling_ious[ann_id] = values
+            cat = self._coco_api.anns[ann_id]["category_id"]
+            for rep, iou in self._ceiling_ious[ann_id].items():
+                if np.isfinite(iou):
+                    ious.setdefault((rep, None), []).append(iou)
+                    ious.setdefault((rep, cat), []).append(iou)
+        reps = [""] + (["deformed/"] if self._deform_points else [])
+        res = {}
+        for rep in reps:
+            res[rep + "mean_iou"] = (
+                float(np.mean(ious[rep, None])) if (rep, None) in ious else float("nan")
+            )
+            res[rep + "num_instances"] = float(len(ious.get((rep, None), [])))
+        names = {c["id"]: c["name"] for c in self._coco_api.loadCats(self._coco_api.getCatIds())}
+        for rep in reps:
+            for cat, name in names.items():
+                if (rep, cat) in ious:
+                    res[f"{rep}mean_iou-{name}"] = float(np.mean(ious[rep, cat]))
         self._logger.info(
             "Polar ceiling ({} rays, mask IoU of GT with its own polar contour): \n".format(
                 self._num_rays

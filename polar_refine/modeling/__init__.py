@@ -5,6 +5,7 @@
 from .backbone import build_polar_resnet_fpn_backbone  # noqa: F401
 from .candidates import Candidates, covered_confidence, select_candidates  # noqa: F401
 from .contour import ContourHead  # noqa: F401
+from .deform import ContourDeformer  # noqa: F401
 from .head import POLAR_HEAD_REGISTRY, PolarRefineHead, build_polar_head  # noqa: F401
 from .locations import LocationGenerator, Locations, level_size_ranges  # noqa: F401
 from .meta_arch import PolarRefine  # noqa: F401

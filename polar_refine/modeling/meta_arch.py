@@ -1,12 +1,10 @@
 # Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """PolarRefine: the meta-architecture tying backbone, polar head, refine stages and contour head."""
 
-import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_backbone
 from detectron2.modeling.meta_arch import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
@@ -23,6 +21,7 @@ from .candidates import (
     select_candidates,
 )
 from .contour import ContourHead
+from .deform import ContourDeformer, positive_edges
 from .head import build_polar_head
 from .locations import LocationGenerator, Locations
 from .losses import centerness_loss, classification_loss, radius_loss, reduce_mean, zero_like_params
@@ -32,8 +31,6 @@ from .shape_nms import shape_nms
 from .targets import PolarTargetAssigner
 
 __all__ = ["PolarRefine"]
-
-logger = logging.getLogger(__name__)
 
 #: Training diagnostics (polar IoU of the positives) are written every this many iterations:
 #: writing a value reads it back to the host, which would synchronise every step.
@@ -45,9 +42,9 @@ class PolarRefine(DenseDetector):
     """Single-stage, ROI-free instance segmentation with coarse-to-fine polar contours.
 
     An instance is a location plus K radii. The head predicts category and centre logits and
-    coarse radii densely; ``refiner`` corrects the radii of the locations that matter from
-    features sampled on their contour; ``contour`` (training only) learns boundaries on the
-    finest level. See the patent (US 12,394,060 B2) and ``docs/DESIGN.md``.
+    coarse radii densely; ``refiner`` corrects the radii from features sampled on the contour;
+    ``contour`` (training only) learns boundaries; ``deformer`` moves the final contour's points
+    freely. See the patent (US 12,394,060 B2) and ``docs/DESIGN.md``.
     """
 
     @configurable
@@ -60,6 +57,7 @@ class PolarRefine(DenseDetector):
         assigner: PolarTargetAssigner,
         refiner: Optional[PolarRefiner] = None,
         contour: Optional[ContourHead] = None,
+        deformer: Optional[ContourDeformer] = None,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -84,6 +82,7 @@ class PolarRefine(DenseDetector):
             assigner: label assignment.
             refiner: the refine stages, or None for coarse radii only (PolarMask).
             contour: the training-only contour head, or None.
+            deformer: the contour deformation stages (after NMS at inference), or None.
             Other arguments are documented with their keys in ``polar_refine/config.py``.
         """
         super().__init__(
@@ -101,6 +100,7 @@ class PolarRefine(DenseDetector):
         self.assigner = assigner
         self.refiner = refiner
         self.contour = contour
+        self.deformer = deformer
         self.num_classes = num_classes
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -119,7 +119,7 @@ class PolarRefine(DenseDetector):
     def from_config(cls, cfg):
         pr = cfg.MODEL.POLAR_REFINE
         backbone = build_backbone(cfg)
-        shapes: Dict[str, ShapeSpec] = backbone.output_shape()
+        shapes = backbone.output_shape()
         missing = [f for f in pr.IN_FEATURES if f not in shapes]
         if missing:
             raise ValueError(
@@ -127,17 +127,19 @@ class PolarRefine(DenseDetector):
                 f"output (it outputs {sorted(shapes)})"
             )
         head_shapes = [shapes[f] for f in pr.IN_FEATURES]
+        channels = head_shapes[0].channels
+        head = build_polar_head(cfg, head_shapes)  # built in this order: the same random init
+        refiner = PolarRefiner(cfg, in_channels=channels) if pr.REFINE.ENABLED else None
+        contour = ContourHead(cfg, shapes) if pr.CONTOUR.ENABLED else None
+        deformer = ContourDeformer(cfg, in_channels=channels) if pr.DEFORM.ENABLED else None
         return {
             "backbone": backbone,
-            "head": build_polar_head(cfg, head_shapes),
+            "head": head,
             "head_in_features": list(pr.IN_FEATURES),
             "assigner": PolarTargetAssigner(cfg),
-            "refiner": (
-                PolarRefiner(cfg, in_channels=head_shapes[0].channels)
-                if pr.REFINE.ENABLED
-                else None
-            ),
-            "contour": ContourHead(cfg, shapes) if pr.CONTOUR.ENABLED else None,
+            "refiner": refiner,
+            "contour": contour,
+            "deformer": deformer,
             "num_classes": pr.NUM_CLASSES,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
@@ -163,11 +165,10 @@ class PolarRefine(DenseDetector):
                 ``instances`` in training, and optional ``height``/``width`` (output size).
 
         Returns:
-            training: dict of losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
-            ``loss_fine`` (``loss_fine2`` ...) and ``loss_contour``.
-            inference: per image ``{"instances": Instances}`` at the output size with
-            ``pred_polygons`` (N, K, 2), ``pred_boxes``, ``scores``, ``pred_classes``,
-            ``pred_masks`` (N, H, W) bool (with ``MODEL.MASK_ON``) and ``pred_coarse_polygons``.
+            training: losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
+            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour``, ``loss_deform`` (...).
+            inference: per image ``{"instances": Instances}`` at the output size (see
+            `inference_single_image`; plus ``pred_masks`` (N, H, W) with ``MODEL.MASK_ON``).
         """
         images = self.preprocess_image(batched_inputs)
         all_features = self.backbone(images.tensor)
@@ -225,6 +226,10 @@ class PolarRefine(DenseDetector):
         }
         if self.refiner is not None:
             outputs["fine"] = self.refiner(features, locs, pos_idx, pos_img, outputs["coarse"])
+        if self.deformer is not None:
+            radii = outputs["fine"][-1] if "fine" in outputs else outputs["coarse"]
+            outputs["deform"] = self.deformer(features, locs, pos_idx, pos_img, radii)
+            tgt["edges"] = positive_edges(gt_instances, targets)
         return self.losses(outputs, tgt)
 
     def losses(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor]):
@@ -232,16 +237,14 @@ class PolarRefine(DenseDetector):
 
         Args:
             outputs: ``cls`` (N, R, L) logits of every location; ``ctr`` (P,) logits and
-                ``coarse`` (P, K) radii of the P positives; optionally ``fine``, a list of
-                (P, K) radii, one per refine stage.
+                ``coarse`` (P, K) radii of the P positives; optionally ``fine`` (per refine
+                stage, (P, K)) and ``deform`` (per deformation stage, (P, N, 2)).
             targets: ``labels`` (N, R) (``num_classes`` = background); ``radii`` (P, K);
-                ``centerness`` (P,).
+                ``centerness`` (P,); ``edges`` (P, E, 2, 2) with ``deform``.
 
-        The normalisers (positive count, centre-ness sum) are summed over the processes of
-        detectron2's ``launch`` and divided by the world size (AdelaiDet's FCOS), then smoothed
-        by an EMA, so each GPU's share counts once whatever it holds. Losses are computed in
-        float32 (also under autocast). Nothing here reads values back to the host but the
-        diagnostics, written every ``_DIAGNOSTICS_PERIOD`` iterations.
+        The normalisers (positive count, centre-ness sum) are all-reduced over the processes
+        of ``launch`` and smoothed by an EMA (AdelaiDet's FCOS). Losses are float32 (also under
+        autocast); only the diagnostics, every ``_DIAGNOSTICS_PERIOD`` iterations, read back.
         """
         cls_flat = outputs["cls"].float()
         coarse = outputs["coarse"].float()
@@ -279,6 +282,9 @@ class PolarRefine(DenseDetector):
             key = "loss_fine" if s == 0 else f"loss_fine{s + 1}"
             loss = radius_loss(fine.float(), tgt_radii, tgt_ctr) / norm_ctr
             losses[key] = loss + zero_like_params(stage)
+        if "deform" in outputs:
+            deform = self.deformer.losses(outputs["deform"], targets["edges"], tgt_ctr, norm_ctr)
+            losses.update(deform)
         if num_pos and storage.iter % _DIAGNOSTICS_PERIOD == 0:
             with torch.no_grad():
                 storage.put_scalar("polar_iou_coarse", polar_iou(coarse, tgt_radii).mean())
@@ -293,7 +299,7 @@ class PolarRefine(DenseDetector):
     ) -> List[Instances]:
         """Top-k candidates per level -> refine -> score -> polygons -> NMS, at input size."""
         locs, cand, fine = self.candidates(features, predictions)
-        return self.detections(images.image_sizes, predictions, locs, cand, fine)
+        return self.detections(images.image_sizes, predictions, locs, cand, fine, features)
 
     def candidates(self, features: List[torch.Tensor], predictions):
         """The location grid, the candidates of every image and their final (P, K) radii."""
@@ -307,8 +313,11 @@ class PolarRefine(DenseDetector):
             fine = self.refiner(features, locs, cand.location, cand.image, cand.coarse)[-1]
         return locs, cand, fine
 
-    def detections(self, image_sizes, predictions, locs, cand, fine) -> List[Instances]:
-        """Scores (``score_from``), then per image `inference_single_image`."""
+    def detections(
+        self, image_sizes, predictions, locs, cand, fine, features=None
+    ) -> List[Instances]:
+        """Scores (``score_from``), then per image `inference_single_image` (``features``: the
+        head's input levels, read by the deformation stages)."""
         maps = None
         if self.score_from == "covered":
             maps = confidence_maps(*predictions[:2])
@@ -322,7 +331,7 @@ class PolarRefine(DenseDetector):
             sel = cand.image == i
             results.append(
                 self.inference_single_image(
-                    locs, cand.select(sel), fine[sel], scores[sel], tuple(size), maps
+                    locs, cand.select(sel), fine[sel], scores[sel], tuple(size), maps, features
                 )
             )
         return results
@@ -335,6 +344,7 @@ class PolarRefine(DenseDetector):
         scores: torch.Tensor,
         image_size: Tuple[int, int],
         maps: Optional[List[torch.Tensor]] = None,
+        features: Optional[List[torch.Tensor]] = None,
     ) -> Instances:
         """Polygons, class-aware NMS (on the clipped polygons' boxes, or with ``nms_type ==
         "shape"`` on the polygons themselves, `shape_nms`), at most ``max_detections_per_image``.
@@ -342,12 +352,14 @@ class PolarRefine(DenseDetector):
         Args:
             locs: the location grid; cand: one image's candidates; fine: (P, K) their final
                 radii; scores: (P,) their scores; maps: the `confidence_maps` with
-                ``score_from == "covered"`` (the final class is the covered locations' vote).
+                ``score_from == "covered"`` (the final class is the covered locations' vote);
+                features: the head's input levels (with ``deformer``).
 
         Returns:
             Instances at ``image_size`` with ``pred_polygons`` and ``pred_coarse_polygons``
             (clipped to the image), ``scores`` (each at least ``test_score_thresh``),
-            ``pred_classes``.
+            ``pred_classes``; with ``deformer``, ``pred_polygons`` are the deformed contours of
+            the kept detections and ``pred_polar_polygons`` the polar ones they started from.
         """
         centers = locs.points[cand.location]
         polys = radii_to_points(centers, fine.clamp(min=0))
@@ -361,8 +373,7 @@ class PolarRefine(DenseDetector):
         # clipped first: the class offsets of box NMS are then bounded by the image size
         polys = clip_polygons(polys, h, w)
         if self.nms_type == "shape":  # the patent's NMS on the edge shapes (eager only)
-            centers = locs.points[cand.location]
-            args = (centers, fine, scores, cand.classes, self.test_nms_thresh)
+            args = (locs.points[cand.location], fine, scores, cand.classes, self.test_nms_thresh)
             keep = shape_nms(*args, max_keep=self.max_detections_per_image)
         else:
             boxes = polygons_to_boxes(polys)
@@ -375,8 +386,12 @@ class PolarRefine(DenseDetector):
             scores = covered_confidence(*args, cand.classes)
             keep = scores.argsort(descending=True)
             keep = keep[scores[keep] > self.test_score_thresh]
-            cand, polys, scores = cand.select(keep), polys[keep], scores[keep]
+            cand, fine, polys, scores = cand.select(keep), fine[keep], polys[keep], scores[keep]
         res = Instances(image_size)
+        if self.deformer is not None:  # only the kept detections: deformation is not cheap
+            res.pred_polar_polygons = polys
+            polys = self.deformer(features, locs, cand.location, cand.image, fine)[-1]
+            polys = clip_polygons(polys, h, w)
         res.pred_polygons = polys
         coarse = radii_to_points(locs.points[cand.location], cand.coarse.clamp(min=0))
         res.pred_coarse_polygons = clip_polygons(coarse, h, w)

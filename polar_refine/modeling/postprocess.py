@@ -215,13 +215,14 @@ def polar_postprocess(
 
     Args:
         results: at input size ``results.image_size``, with ``pred_polygons`` (N, K, 2),
-            ``scores``, ``pred_classes`` and optionally ``pred_coarse_polygons`` (N, K, 2).
+            ``scores``, ``pred_classes`` and optionally ``pred_coarse_polygons`` and
+            ``pred_polar_polygons`` (N, K', 2).
         output_height, output_width: requested size.
 
     Returns:
         Instances at (output_height, output_width) with ``pred_polygons``, ``pred_boxes``,
         ``scores``, ``pred_classes``, ``pred_masks`` (N, H, W) bool if ``mask_on``, and
-        ``pred_coarse_polygons`` if present.
+        ``pred_coarse_polygons`` / ``pred_polar_polygons`` if present.
     """
     in_h, in_w = results.image_size
     scale = torch.tensor(
@@ -231,15 +232,15 @@ def polar_postprocess(
     )
     limit = scale.new_tensor([float(output_width), float(output_height)])
     out = Instances((int(output_height), int(output_width)))
-    polys = (results.pred_polygons.float() * scale).clamp(min=0).minimum(limit)
-    out.pred_polygons = polys
-    out.pred_boxes = Boxes(polygons_to_boxes(polys))
+    polygons = (results.pred_polygons.float() * scale).clamp(min=0).minimum(limit)
+    out.pred_polygons = polygons
+    out.pred_boxes = Boxes(polygons_to_boxes(polygons))
     out.scores = results.scores
     out.pred_classes = results.pred_classes
-    if results.has("pred_coarse_polygons"):
-        out.pred_coarse_polygons = (
-            (results.pred_coarse_polygons.float() * scale).clamp(min=0).minimum(limit)
-        )
+    for field in ("pred_coarse_polygons", "pred_polar_polygons"):
+        if results.has(field):
+            polys = results.get(field).float() * scale
+            out.set(field, polys.clamp(min=0).minimum(limit))
     if mask_on:
-        out.pred_masks = polygons_to_masks(polys, int(output_height), int(output_width))
+        out.pred_masks = polygons_to_masks(polygons, int(output_height), int(output_width))
     return out

@@ -1,0 +1,243 @@
+# Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
+"""Contour deformation: free 2-D moves of the contour points, for shapes no polar polygon draws.
+
+A polar polygon is star-shaped from its centre, and refine stages only move points along their
+rays, so a C, a U or a crescent cannot be drawn. `ContourDeformer` takes the refined polar
+polygon, resamples it to N points evenly spaced along its length, and in each of its stages
+samples the FPN features at the points, adds each point's position relative to the centre
+(normalised by the object's size), mixes neighbours along the contour with circular 1-D
+convolutions and predicts a 2-D offset per point, scaled by the stride.
+
+Training signal: a matching loss that tolerates sliding along the contour (as E2EC's dynamic
+matching): every predicted point is pulled to its nearest point of the ground-truth contour
+(every part's edges), and every ground-truth vertex pulls the nearest predicted edge, both
+distances normalised by the object's size. No start point has to be aligned, and a point may
+slide along the boundary freely.
+"""
+
+from typing import List
+
+import torch
+from detectron2.config import configurable
+from torch import nn
+
+from ..polar import radii_to_points
+from .locations import Locations
+from .sampling import sample_levels
+
+__all__ = [
+    "ContourDeformer",
+    "contour_match_loss",
+    "point_segment_distance",
+    "positive_edges",
+    "resample_polygons",
+]
+
+
+def resample_polygons(polygons: torch.Tensor, num_points: int) -> torch.Tensor:
+    """(P, K, 2) closed polygons -> (P, N, 2) points evenly spaced along each one's length,
+    the first at vertex 0. Degenerate (zero-length) polygons give N copies of vertex 0.
+
+    Vectorised without ``searchsorted`` (so that it exports): each target arc position finds
+    its edge by counting the cumulative lengths below it.
+    """
+    nxt = polygons.roll(-1, dims=1)
+    seg = (nxt - polygons).norm(dim=-1)  # (P, K)
+    cum = torch.cat([torch.zeros_like(seg[:, :1]), seg.cumsum(1)], 1)  # (P, K + 1)
+    total = cum[:, -1:]  # (P, 1)
+    steps = torch.arange(num_points, device=polygons.device, dtype=polygons.dtype) / num_points
+    target = steps[None] * total  # (P, N)
+    k = polygons.shape[1]
+    edge = ((cum[:, None, 1:] <= target[:, :, None]).sum(-1)).clamp(max=k - 1)  # (P, N)
+    start = torch.gather(cum[:, :-1], 1, edge)
+    length = torch.gather(seg, 1, edge)
+    t = ((target - start) / length.clamp(min=1e-6)).clamp(0, 1)[..., None]
+    a = torch.gather(polygons, 1, edge[..., None].expand(-1, -1, 2))
+    b = torch.gather(nxt, 1, edge[..., None].expand(-1, -1, 2))
+    return a + t * (b - a)
+
+
+def point_segment_distance(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+    """Euclidean distance of points to segments, broadcast: (..., 2) each -> (...)."""
+    ab = b - a
+    t = ((points - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)
+    proj = a + t.clamp(0, 1)[..., None] * ab
+    return (points - proj).norm(dim=-1)
+
+
+def contour_match_loss(points: torch.Tensor, gt_edges: torch.Tensor, size: torch.Tensor):
+    """The matching loss of predicted contours against ground-truth edge sets, per row.
+
+    Args:
+        points: (P, N, 2) predicted closed contours (input pixels).
+        gt_edges: (P, E, 2, 2) each row's ground-truth edges (every part; zero-length edges are
+            padding and are ignored).
+        size: (P,) the object's size (pixels) that normalises the distances.
+
+    Returns:
+        (P,) mean distance of the predicted points to the ground-truth contour plus mean
+        distance of the ground-truth vertices to the predicted contour, both over ``size``.
+    """
+    a, b = gt_edges[:, :, 0], gt_edges[:, :, 1]  # (P, E, 2)
+    real = (b - a).abs().sum(-1) > 0  # (P, E)
+    d = point_segment_distance(points[:, :, None], a[:, None], b[:, None])  # (P, N, E)
+    d = torch.where(real[:, None], d, torch.full_like(d, float("inf")))
+    to_gt = d.amin(-1)  # (P, N)
+    to_gt = torch.where(torch.isfinite(to_gt), to_gt, torch.zeros_like(to_gt)).mean(1)
+    nxt = points.roll(-1, dims=1)
+    e = point_segment_distance(a[:, :, None], points[:, None], nxt[:, None])  # (P, E, N)
+    from_gt = e.amin(-1)  # (P, E)
+    count = real.sum(1).clamp(min=1)
+    from_gt = (from_gt * real).sum(1) / count
+    return (to_gt + from_gt) / size.clamp(min=1.0)
+
+
+class _CircularConv(nn.Module):
+    """Conv1d over the points of closed contours, padded circularly by concatenation (which
+    exports to ONNX as Concat + Conv). (P, C, N) -> (P, C', N)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int):
+        super().__init__()
+        self.pad = kernel // 2
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[..., -self.pad :], x, x[..., : self.pad]], -1)
+        return self.conv(x)
+
+
+class _DeformStage(nn.Module):
+    def __init__(self, in_channels: int, hidden: int, kernel: int, depth: int):
+        super().__init__()
+        self.embed = nn.Linear(in_channels, hidden)
+        layers = []
+        for i in range(depth):
+            layers += [_CircularConv(hidden + 2 if i == 0 else hidden, hidden, kernel), nn.ReLU()]
+        self.mix = nn.Sequential(*layers)
+        self.offset = nn.Conv1d(hidden, 2, 1)
+        nn.init.zeros_(self.offset.weight)  # starts as the identity: the polar contour
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, sampled, rel):
+        """sampled (P, N, C), rel (P, N, 2) -> (P, N, 2) offsets in strides."""
+        x = torch.cat([self.embed(sampled), rel], -1).transpose(1, 2)  # (P, H + 2, N)
+        return self.offset(self.mix(x)).transpose(1, 2)
+
+
+class ContourDeformer(nn.Module):
+    """The deformation stages (``MODEL.POLAR_REFINE.DEFORM``).
+
+    Each stage holds ``C * H + (H + 2) * H * kernel + (depth - 1) * H * H * kernel + 2 * H``
+    parameters or so (H = ``hidden``); the default two stages stay under 1 % of the R-50-FPN
+    model.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_points: int = 64,
+        num_stages: int = 2,
+        hidden: int = 64,
+        kernel: int = 9,
+        depth: int = 2,
+        loss_weight: float = 1.0,
+    ):
+        """
+        Args:
+            in_channels: C, channels of the sampled FPN levels.
+            num_points: N, points of the deformed contour.
+            num_stages: stages applied in turn.
+            hidden: width of the point features.
+            kernel: size of the circular convolutions along the contour.
+            depth: circular convolutions per stage.
+            loss_weight: weight of each stage's matching loss.
+        """
+        super().__init__()
+        self.num_points = num_points
+        self.loss_weight = loss_weight
+        self.stages = nn.ModuleList(
+            _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
+        )
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int):
+        d = cfg.MODEL.POLAR_REFINE.DEFORM
+        return {
+            "in_channels": in_channels,
+            "num_points": d.NUM_POINTS,
+            "num_stages": d.NUM_STAGES,
+            "hidden": d.HIDDEN_DIM,
+            "kernel": d.KERNEL_SIZE,
+            "depth": d.NUM_CONVS,
+            "loss_weight": d.LOSS_WEIGHT,
+        }
+
+    def forward(
+        self,
+        features: List[torch.Tensor],
+        locs: Locations,
+        location: torch.Tensor,
+        image: torch.Tensor,
+        radii: torch.Tensor,
+    ) -> List[torch.Tensor]:
+        """
+        Args:
+            features: per level (N, C, H_l, W_l), the levels of ``locs``.
+            locs, location, image: each contour's location (its centre and level) and image.
+            radii: (P, K) the refined polar radii around the location's centre (the polar
+                contours to start from; not trained through here).
+
+        Returns:
+            every stage's (P, N, 2) contour, input pixels; the last one is the output.
+        """
+        stride = locs.strides[location][:, None, None]  # (P, 1, 1)
+        centre = locs.points[location][:, None]  # (P, 1, 2)
+        polygons = radii_to_points(centre[:, 0], radii.detach().float().clamp(min=0))
+        pts = resample_polygons(polygons, self.num_points)
+        size = _polygon_size(polygons)[:, None, None]  # (P, 1, 1)
+        out = []
+        for stage in self.stages:
+            cells = pts / stride - 0.5  # pixel -> cell coordinates (cell centres at integers)
+            sampled = sample_levels(features, locs, location, image, cells)
+            offset = stage(sampled, (pts - centre) / size)
+            pts = pts + offset * stride
+            out.append(pts)
+            pts = pts.detach()
+        return out
+
+    def losses(self, contours: List[torch.Tensor], gt_edges, weight, normalizer):
+        """``loss_deform``, ``loss_deform2``, ...: each stage's matching loss (positives weighted
+        by ``weight``, summed, divided by ``normalizer``)."""
+        size = _polygon_size_from_edges(gt_edges)
+        losses = {}
+        for s, pts in enumerate(contours):
+            loss = (contour_match_loss(pts.float(), gt_edges, size) * weight).sum()
+            key = "loss_deform" if s == 0 else f"loss_deform{s + 1}"
+            losses[key] = self.loss_weight * loss / normalizer
+        return losses
+
+
+def _polygon_size(polygons: torch.Tensor) -> torch.Tensor:
+    """sqrt(area) of (P, K, 2) polygons (shoelace), at least 1 px."""
+    x, y = polygons[..., 0], polygons[..., 1]
+    area = 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs()
+    return area.clamp(min=1.0).sqrt()
+
+
+def _polygon_size_from_edges(edges: torch.Tensor) -> torch.Tensor:
+    """sqrt(|area|) of (P, E, 2, 2) edge sets (shoelace over every edge; padding adds 0)."""
+    a, b = edges[:, :, 0], edges[:, :, 1]
+    area = 0.5 * (a[..., 0] * b[..., 1] - b[..., 0] * a[..., 1]).sum(1).abs()
+    return area.clamp(min=1.0).sqrt()
+
+
+def positive_edges(gt_instances, targets) -> torch.Tensor:
+    """(P, E, 2, 2) the ground-truth edges of every positive, images concatenated in order,
+    zero-padded to the largest edge count (zero-length edges are ignored by the loss)."""
+    edges = [inst.gt_polar_edges[t["pos_inst"]] for inst, t in zip(gt_instances, targets)]
+    width = max([e.shape[1] for e in edges] + [1])
+    return torch.cat(
+        [torch.nn.functional.pad(e, (0, 0, 0, 0, 0, width - e.shape[1])) for e in edges]
+    )
