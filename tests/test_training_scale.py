@@ -269,3 +269,15 @@ def test_two_processes_equal_one_process_with_both_images(tmp_path):
     )
     assert worst < 1e-3, worst
     print(json.dumps({"max relative gradient difference": worst}))
+
+
+def test_building_the_mapper_leaves_the_global_rng_alone():
+    """PolarDatasetMapper builds a backbone for its output_shape(); the global RNG must come out
+    as it went in, or the loader's worker seeds (drawn from it) and so the augmentations of a
+    seeded training would change."""
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    mapper = PolarDatasetMapper(cfg, True)
+    assert mapper.contour_stride == 8
+    assert torch.equal(torch.get_rng_state(), before)

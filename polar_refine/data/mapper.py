@@ -3,6 +3,7 @@
 
 from typing import Dict, Optional
 
+import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.layers import ShapeSpec
@@ -57,8 +58,13 @@ class PolarDatasetMapper(DatasetMapper):
         ret["contour_stride"] = 0
         ret["contour_width"] = pr.CONTOUR.BOUNDARY_WIDTH
         if pr.CONTOUR.ENABLED and is_train:
-            shapes = input_shape or build_backbone(cfg).output_shape()
-            ret["contour_stride"] = shapes[contour_in_feature(cfg, shapes)].stride
+            if input_shape is None:
+                # a backbone built only for its output_shape() must not draw from the global
+                # RNG: the loader's workers take their seeds from it afterwards
+                with torch.random.fork_rng(devices=[]):
+                    input_shape = build_backbone(cfg).output_shape()
+            stride = input_shape[contour_in_feature(cfg, input_shape)].stride
+            ret["contour_stride"] = stride
         return ret
 
     def __call__(self, dataset_dict):
