@@ -57,7 +57,17 @@ def commit() -> str:
 
 def provenance(command: str = None) -> str:
     """One line: command, hardware, date and commit of a measurement."""
-    command = command or " ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    if command is None:
+        env = []
+        for key in ("OMP_NUM_THREADS", "DETECTRON2_DATASETS"):
+            value = os.environ.get(key)
+            if value:
+                value = os.path.relpath(value, ROOT) if os.path.isabs(value) else value
+                env.append(f"{key}={value}")
+        argv = [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]
+        command = " ".join(
+            env + [".venv/bin/python"] + [a if " " not in a else repr(a) for a in argv]
+        )
     date = datetime.date.today().isoformat()
     return f"`{command}` · {hardware()} · {date} · commit {commit()}"
 
