@@ -45,7 +45,6 @@ ROWS = {
 # Changes measured on top of the default of each dataset: trained rows, then rows that only
 # change inference and are evaluated on the default's own checkpoints (no training).
 CHANGES = [
-    ("default, P6/P7 from P5", ["MODEL.BACKBONE.NAME", "build_polar_resnet_fpn_backbone"]),
     ("default, deformation stages", ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"]),
 ]
 EVAL_CHANGES = [

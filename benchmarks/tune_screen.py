@@ -8,7 +8,7 @@ configs are the ablation's (``benchmarks/ablation.py``), so a setting that wins 
 measured there, on val, over 3 seeds.
 
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/tune_screen.py \\
-        --datasets dsb2018 --variants default p5_top --seeds 0 1 --parallel 1
+        --datasets dsb2018 --variants default convs4 --seeds 0 1 --parallel 1
 
 With a GPU, ``--device cuda --parallel 6`` runs six trainings side by side on it. Jobs start in
 the order given (variants, then seeds, then datasets); no job starts after ``--deadline``
@@ -35,7 +35,6 @@ VARIANTS = {
     "default": [],
     "no_contour": [PR + "CONTOUR.ENABLED", "False"],
     "1stage": [PR + "REFINE.NUM_STAGES", "1"],
-    "p5_top": ["MODEL.BACKBONE.NAME", "build_polar_resnet_fpn_backbone"],
     "contour_wide": [PR + "CONTOUR.CHANNELS", "[128,64,64,64]"],
     "contour_narrow": [PR + "CONTOUR.CHANNELS", "[32,16,16,16]"],
     "convs2": [PR + "NUM_CONVS", "2"],

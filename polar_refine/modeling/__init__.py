@@ -1,8 +1,6 @@
 # Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
-"""PolarRefine modeling. Importing registers ``PolarRefine``, ``PolarRefineHead`` and the
-``build_polar_resnet_fpn_backbone`` backbone."""
+"""PolarRefine modeling. Importing registers ``PolarRefine`` and ``PolarRefineHead``."""
 
-from .backbone import build_polar_resnet_fpn_backbone  # noqa: F401
 from .candidates import Candidates, covered_confidence, select_candidates  # noqa: F401
 from .contour import ContourHead  # noqa: F401
 from .deform import ContourDeformer  # noqa: F401
