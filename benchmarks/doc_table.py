@@ -39,17 +39,19 @@ def hardware() -> str:
 
 
 def commit() -> str:
-    """The short commit of the checkout, with "+changes" when the tree differs from it."""
+    """The short commit of the checkout, with "+changes" when its code differs from it."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(
+        # changes to the docs (the tables this module writes) do not change what was measured
+        status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=ROOT,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+        ).stdout.splitlines()
+        dirty = [line for line in status if not line[3:].startswith(("docs/", "README.md"))]
     except OSError:
         return "unknown"
     return (head or "unknown") + ("+changes" if dirty else "")
