@@ -6,8 +6,9 @@
     python scripts/main_report.py summary OUT --seconds S --threshold T
 
 ``threshold`` runs the trained model (``OUT/model_final.pth``) on ``shapes_tune`` (never on val)
-and prints the score threshold whose detections best match the ground truth (F1 of
-same-category matches at mask IoU >= 0.5), so that a typical picture shows its objects.
+and prints the score threshold whose detections best find the objects (F1 of matches at mask
+IoU >= 0.5, whatever the category: the picture is to show the objects; the AP table scores
+the categories), so that a typical picture shows its objects.
 ``summary`` draws the training curves (``OUT/training_curves.png``: every loss, and the final
 segm/bbox AP) and prints the AP table on ``shapes_val``, the time taken and where the pictures are.
 """
@@ -32,7 +33,7 @@ def match_counts(pred_rles, pred_classes, scores, gt_rles, gt_classes, threshold
     """Per threshold: (true positives, detections, ground-truth objects) of one image.
 
     Detections at or above a threshold are matched greedily by decreasing score to unmatched
-    ground truth of the same category at mask IoU >= 0.5.
+    ground truth at mask IoU >= 0.5 (of the same category only with ``gt_classes`` given).
     """
     from pycocotools import mask as mask_util
 
@@ -42,8 +43,9 @@ def match_counts(pred_rles, pred_classes, scores, gt_rles, gt_classes, threshold
         else np.zeros((len(pred_rles), len(gt_rles)))
     )
     iou = np.asarray(iou).reshape(len(pred_rles), len(gt_rles))
-    same = np.asarray(pred_classes)[:, None] == np.asarray(gt_classes)[None, :]
-    iou = np.where(same, iou, 0.0)
+    if gt_classes is not None:
+        same = np.asarray(pred_classes)[:, None] == np.asarray(gt_classes)[None, :]
+        iou = np.where(same, iou, 0.0)
     order = np.argsort(-np.asarray(scores), kind="stable")
     counts = []
     for t in thresholds:
@@ -91,9 +93,8 @@ def pick_threshold(out):
             mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w))
             for a in d["annotations"]
         ]
-        classes = [a["category_id"] for a in d["annotations"]]
         totals += match_counts(
-            pred, inst.pred_classes.tolist(), inst.scores.tolist(), gt, classes, THRESHOLDS
+            pred, inst.pred_classes.tolist(), inst.scores.tolist(), gt, None, THRESHOLDS
         )
     tp, n, g = totals.T
     f1 = 2 * tp / np.maximum(n + g, 1)
