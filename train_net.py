@@ -5,6 +5,7 @@
     python train_net.py --config-file configs/Shapes/polar_refine_tiny.py train.max_iter=100
     python train_net.py --config-file configs/Shapes/polar_refine_tiny.yaml --resume
     python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
+                                        # (metrics also in OUTPUT_DIR/results.json)
     python train_net.py --config-file CFG --num-gpus 8                     # one machine
     python train_net.py --config-file CFG --num-gpus 8 --num-machines 2 \\
         --machine-rank 0 --dist-url tcp://HOST:PORT                          # several machines
@@ -18,6 +19,7 @@ detectron2's ``tools/lazyconfig_train_net.py``. ``--coco-dataset NAME JSON IMAGE
 (repeatable) registers a COCO-format folder under NAME first, in every process.
 """
 
+import json
 import logging
 import os
 
@@ -26,6 +28,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 
 import polar_refine  # noqa: F401  (registers PolarRefine, its head, evaluator and datasets)
@@ -70,6 +73,9 @@ def main(args):
         res = PolarRefineTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
+            # the metrics as training's metrics.json names them (e.g. "segm/AP-c_shape")
+            with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
+                json.dump(flatten_results_dict(res), f, indent=1)
         return res
     trainer = PolarRefineTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -8,7 +8,10 @@ For every dataset, seed and row it runs ``train_net.py`` (same backbone, solver,
 iteration budget for all rows), which trains and then evaluates with PolarCOCOEvaluator; rows
 that change inference only evaluate the default's checkpoints. Runs already finished under
 ``--out`` are reused, so the script can be stopped and restarted. It prints a markdown table
-(mean +- half-range over seeds) and writes it to ``--out/table.md``.
+(mean +- half-range over seeds) and writes it to ``--out/table.md``. After a change of
+inference code, ``--reevaluate`` evaluates every finished run's checkpoint again with today's
+code (``train_net.py --eval-only``, once per commit) instead of reading its training-time
+evaluation.
 """
 
 import argparse
@@ -65,6 +68,8 @@ ITERS = {"shapes": 1000, "dsb2018": 800}
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 # Config overrides appended to every row's command (``--opts``, e.g. a solver setting).
 EXTRA_OPTS = []
+# With --reevaluate: the commit whose code evaluates every run (set in main).
+REEVALUATE = {"commit": None}
 
 
 def _slug(name):
@@ -81,6 +86,8 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
         stale = config_changes(out, cfg, opts + EXTRA_OPTS)
         if result.get("extra_opts", []) == EXTRA_OPTS and not stale:
             result.setdefault("segm_per_class", _per_class(out))
+            if REEVALUATE["commit"]:
+                result.update(reevaluate(out, cfg, opts + EXTRA_OPTS))
             return dict(result, s_per_iter=seconds_per_iter(out))
         if stale:
             print(f"[ablation] rerunning {out}: its config differs from today's in {stale}")
@@ -104,7 +111,36 @@ def run_one(dataset, seed, name, cfg, opts, out_root, iters):
         "extra_opts": EXTRA_OPTS,
     }
     json.dump(result, open(done, "w"), indent=1)
+    if REEVALUATE["commit"]:
+        result.update(reevaluate(out, cfg, opts + EXTRA_OPTS))
     return dict(result, s_per_iter=seconds_per_iter(out))
+
+
+def reevaluate(out, cfg, opts):
+    """The segm / bbox metrics of the finished run ``out``'s checkpoint, evaluated by today's
+    code into ``out/reevaluated`` (reused when that commit already evaluated it)."""
+    dst = os.path.join(out, "reevaluated")
+    done = os.path.join(dst, "result.json")
+    commit = REEVALUATE["commit"]
+    if os.path.isfile(done) and json.load(open(done)).get("commit") == commit:
+        return json.load(open(done))["metrics"]
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
+           os.path.join(ROOT, cfg), "--eval-only", *opts,
+           "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "OUTPUT_DIR", dst]  # fmt: skip
+    print(f"[ablation] evaluating {out} again (commit {commit})", flush=True)
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(dst, "stdout.txt"), "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    res = json.load(open(os.path.join(dst, "results.json")))
+    metrics = {
+        "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
+        "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
+        "segm_per_class": {
+            k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")
+        },
+    }
+    json.dump({"commit": commit, "metrics": metrics}, open(done, "w"), indent=1)
+    return metrics
 
 
 def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
@@ -117,7 +153,8 @@ def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
     done = os.path.join(out, "result.json")
     if os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(weights):
         result = json.load(open(done))
-        if result.get("opts") == opts + EXTRA_OPTS:
+        fresh = result.get("commit") == REEVALUATE["commit"] or not REEVALUATE["commit"]
+        if result.get("opts") == opts + EXTRA_OPTS and fresh:
             return dict(result, s_per_iter=base["s_per_iter"])
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
            os.path.join(ROOT, cfg), "--eval-only", *opts, *EXTRA_OPTS,
@@ -126,26 +163,19 @@ def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "stdout.txt"), "w") as log:
         subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    res = _copypaste(os.path.join(out, "stdout.txt"))
+    res = json.load(open(os.path.join(out, "results.json")))
     result = {
-        "segm": {k: res["segm"].get(k) for k in METRICS + ["AP@100"]},
-        "bbox": {k: res["bbox"].get(k) for k in METRICS},
+        "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
+        "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
+        "segm_per_class": {
+            k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")
+        },
         "opts": opts + EXTRA_OPTS,
         "weights": weights,
+        "commit": REEVALUATE["commit"],
     }
     json.dump(result, open(done, "w"), indent=1)
     return dict(result, s_per_iter=base["s_per_iter"])
-
-
-def _copypaste(path):
-    """The tables detectron2's ``print_csv_format`` logs ("copypaste:" lines), by task."""
-    lines = [ln.split("copypaste: ", 1)[1].strip() for ln in open(path) if "copypaste: " in ln]
-    out = {}
-    for i, line in enumerate(lines):
-        if line.startswith("Task: "):
-            keys, values = lines[i + 1].split(","), lines[i + 2].split(",")
-            out[line[len("Task: ") :]] = {k: float(v) for k, v in zip(keys, values)}
-    return out
 
 
 def run_equal_time(dataset, seed, out_root, iters=None):
@@ -264,8 +294,17 @@ def main():
         "--doc", action="store_true",
         help="also write each dataset's table into docs/BENCHMARKS.md (replacing the last one)",
     )  # fmt: skip
+    ap.add_argument(
+        "--reevaluate", action="store_true",
+        help="evaluate finished runs' checkpoints again with today's code (after an inference "
+        "change); commit the change first, each commit evaluates once",
+    )  # fmt: skip
     args = ap.parse_args()
     EXTRA_OPTS[:] = args.opts
+    if args.reevaluate:
+        REEVALUATE["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     lines = []
     for ds in args.datasets:
         start = len(lines)

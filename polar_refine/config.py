@@ -55,8 +55,8 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Radii are predicted as exp(scale_l * x) with a learnable scale per level; x is clamped to
     # this value first so exp() cannot overflow (and radii stay bounded).
     node.MAX_LOG_RADIUS = 10.0
-    # Inference: keep candidates whose class probability exceeds this, per level, and return only
-    # detections whose score (SCORE_FROM) exceeds it.
+    # Inference: keep candidates whose score sqrt(class x centre probability) exceeds this, per
+    # level, and return only detections whose score (SCORE_FROM) exceeds it.
     node.SCORE_THRESH_TEST = 0.05
     # Inference: at most this many candidates per level (before refinement and NMS).
     node.TOPK_CANDIDATES_TEST = 1000
@@ -70,10 +70,12 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # TEST.DETECTIONS_PER_IMAGE kept; eager only, not exportable yet).
     node.NMS_TYPE = "box"
     # Inference: what scores a candidate (the returned score, ranked by NMS, thresholded at
-    # SCORE_THRESH_TEST). "center": category x centre probability at its location (PolarMask's
-    # and FCOS's rule). "covered": the patent's segmentation confidence, the mean of category x
-    # centre probability over the locations its fine polygon covers on its level; the final
-    # class is then the covered locations' vote (polar_refine.modeling.candidates).
+    # SCORE_THRESH_TEST), on the probability scale as detectron2's FCOS: the square root of
+    # the product, which orders detections as the product does. "center": category x centre
+    # probability at its location (PolarMask's and FCOS's rule). "covered": the patent's
+    # segmentation confidence, the mean of category x centre probability over the locations its
+    # fine polygon covers on its level; the final class is then the covered locations' vote
+    # (polar_refine.modeling.candidates).
     node.SCORE_FROM = "center"
 
     # Refine regression module (the patent's coarse-to-fine strategy).

@@ -73,12 +73,13 @@ def _train(model, steps):
 
 
 def _max_score(model, image):
-    """The best class x centre probability of any location (the score the threshold reads)."""
+    """The best sqrt(class x centre probability) of any location (the score the threshold
+    reads)."""
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
         feats = model.backbone(images.tensor)
         cls, ctr, _ = model.head([feats[f] for f in model.head_in_features])
-    return max((c.sigmoid() * t.sigmoid()).max().item() for c, t in zip(cls, ctr))
+    return max((c.sigmoid() * t.sigmoid()).sqrt().max().item() for c, t in zip(cls, ctr))
 
 
 @pytest.fixture(scope="module")
@@ -318,9 +319,10 @@ def test_other_rows_export_and_match_eager(tmp_path, overrides):
 
 def test_int8_model_matches_fp32_on_two_sizes(exported, tmp_path):
     """int8 static quantisation (convolutions only, calibrated on training-like images): on two
-    images of other sizes than the calibration ones, every fp32 detection has an int8 one of
-    the same class with its score within 0.1 and its polygon within 2 px (the tolerance
-    docs/EXPORT.md states), and the counts differ by at most 1."""
+    images of other sizes than the calibration ones, every fp32 detection scoring at least 0.1
+    above the threshold has an int8 one of the same class with its score within 0.1 and its
+    polygon within 2 px (the tolerance docs/EXPORT.md states), and the counts differ by at
+    most 1."""
     from polar_refine.export.quantize import quantize_int8
 
     calib = [
@@ -338,7 +340,8 @@ def test_int8_model_matches_fp32_on_two_sizes(exported, tmp_path):
         a = fp32(image)["instances"]
         b = int8(image)["instances"]
         assert len(a) > 0 and abs(len(a) - len(b)) <= 1, (len(a), len(b))
-        for i in range(len(a)):
+        # a detection within the score tolerance of the threshold may fall under it in int8
+        for i in (a.scores >= exported["thresh"] + 0.1).nonzero().flatten().tolist():
             same = (b.pred_classes == a.pred_classes[i]).nonzero().flatten()
             assert len(same), f"no int8 detection of class {int(a.pred_classes[i])}"
             err = (b.pred_polygons[same] - a.pred_polygons[i]).abs().amax((1, 2))

@@ -59,15 +59,20 @@ def test_cover_window_follows_the_size_ranges():
     assert cover_window([8, 16], LocationGenerator([8, 16], [32]).size_ranges) == 4
 
 
-def test_candidates_are_thresholded_and_ranked_by_class_probability():
-    """Per level, (location, class) pairs above the threshold, the top-k by probability."""
-    cls = [torch.tensor([[0.9, 0.02], [0.6, 0.7]]).logit().reshape(1, 2, 1, 2)]
+def test_candidates_are_thresholded_and_ranked_by_the_fcos_score():
+    """Per level, (location, class) pairs whose sqrt(class x centre) passes the threshold, the
+    top-k by that score: here 0.849 (location 1, class 0) and 0.794 (1, 1), not the two most
+    probable classes (0.9 at location 0, whose centre is 0.1, and 0.8)."""
+    cls = [torch.tensor([[0.9, 0.8], [0.6, 0.7]]).logit().reshape(1, 2, 1, 2)]
     ctr = [torch.tensor([0.1, 0.9]).logit().reshape(1, 1, 1, 2)]
     rad = [torch.ones(1, 36, 1, 2)]
     locs = LocationGenerator([8], [])(cls)
     cand = select_candidates(cls, ctr, rad, locs, score_thresh=0.05, topk=2)
-    assert cand.location.tolist() == [0, 1] and cand.classes.tolist() == [0, 1]
-    assert torch.allclose(cand.cls_prob, torch.tensor([0.9, 0.7]))
-    assert torch.allclose(cand.ctr_prob, torch.tensor([0.1, 0.9]))
+    assert cand.location.tolist() == [1, 1] and cand.classes.tolist() == [0, 1]
+    assert torch.allclose(cand.cls_prob, torch.tensor([0.8, 0.7]))
+    assert torch.allclose(cand.ctr_prob, torch.tensor([0.9, 0.9]))
+    # the threshold applies to the score too: only 0.849 and 0.794 pass 0.5
+    cand = select_candidates(cls, ctr, rad, locs, score_thresh=0.5, topk=4)
+    assert len(cand.location) == 2
     maps = confidence_maps(cls, ctr)
     assert maps[0].shape == (1, 3, 1, 2)

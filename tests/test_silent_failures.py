@@ -70,8 +70,9 @@ def test_mask_on_false_is_one_clear_error_never_box_rectangles(contour):
 
 @pytest.mark.parametrize("score_from", ["center", "covered"])
 def test_every_returned_score_is_at_least_the_threshold(score_from):
-    """The threshold applies to the returned score (class x centre), not to the class
-    probability alone: with class 0.5 and centre 0.2 everywhere nothing passes 0.3."""
+    """The threshold applies to the returned score sqrt(class x centre), not to the class
+    probability alone: with class 0.5 and centre 0.15 everywhere (score 0.27) nothing passes
+    0.3; with 0.9 and 0.5 every score is sqrt(0.45)."""
     torch.manual_seed(0)
     cfg = tiny_cfg(
         MODEL__POLAR_REFINE__SCORE_THRESH_TEST=0.3, MODEL__POLAR_REFINE__SCORE_FROM=score_from
@@ -79,7 +80,7 @@ def test_every_returned_score_is_at_least_the_threshold(score_from):
     model = build_model(cfg).eval()
     image = [{"image": draw_image(96, 128, [[circle(50, 50, 20)]])}]
     counts = []
-    for cls_p, ctr_p in ((0.5, 0.2), (0.9, 0.5)):
+    for cls_p, ctr_p in ((0.5, 0.15), (0.9, 0.5)):
         with torch.no_grad():
             model.head.cls_logits.weight.zero_()
             model.head.cls_logits.bias.fill_(math.log(cls_p / (1 - cls_p)))
@@ -87,6 +88,7 @@ def test_every_returned_score_is_at_least_the_threshold(score_from):
             model.head.ctr_logits.bias.fill_(math.log(ctr_p / (1 - ctr_p)))
             inst = model(image)[0]["instances"]
         assert (inst.scores > 0.3).all()
+        assert torch.allclose(inst.scores, torch.tensor(math.sqrt(cls_p * ctr_p)))
         counts.append(len(inst))
     assert counts[0] == 0 and counts[1] > 0
 

@@ -2,6 +2,7 @@
 plain DefaultTrainer, and the 2-process CPU launch."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def test_train_checkpoint_resume_and_eval_only(tmp_path, tmp_cache):
     )  # fmt: skip
     assert set(res) >= {"segm", "bbox"}
     assert all(k in res["segm"] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+    # ... and saved, named as training's metrics.json names them
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert saved["segm/AP"] == res["segm"]["AP"] or math.isnan(res["segm"]["AP"])
+    assert {"bbox/AP", "segm/AP50"} <= set(saved)
 
 
 def test_plain_default_trainer_with_default_mapper(tmp_path, tmp_cache):

@@ -42,12 +42,15 @@ def select_candidates(
     score_thresh: float,
     topk: int,
 ) -> Candidates:
-    """Per image and level: (location, category) pairs whose category probability exceeds
-    ``score_thresh``, at most ``topk`` of them, by decreasing probability.
+    """Per image and level: (location, category) pairs whose score sqrt(category x centre
+    probability) exceeds ``score_thresh``, at most ``topk`` of them, by decreasing score.
 
-    detectron2's dense-detector rule (threshold, then top-k of the kept), with k = min(top-k,
-    kept) taken from tensor shapes so that a trace keeps it dynamic (no Python branch on values).
-    The threshold loses nothing of the final score: class x centre <= class.
+    detectron2's FCOS rule: the geometric mean of the two probabilities is the score that is
+    thresholded, ranked and returned (on the probability scale, so a threshold such as 0.3
+    means what it means for FCOS); it orders candidates as the patent's product does. Then
+    detectron2's dense-detector selection (threshold, then top-k of the kept), with k =
+    min(top-k, kept) taken from tensor shapes so that a trace keeps it dynamic (no Python
+    branch on values).
 
     Args:
         cls_logits, ctr_logits, coarse: per level (N, L, H, W), (N, 1, H, W), (N, K, H, W).
@@ -57,20 +60,21 @@ def select_candidates(
     for cl, ct, rd in zip(cls_logits, ctr_logits, coarse):
         num_cls, h, w = cl.shape[1:]
         for i in range(cl.shape[0]):
-            p = cl[i].flatten(1).sigmoid().t().flatten()  # (HW * L,) location-major
-            keep = (p > score_thresh).nonzero().flatten()
+            p = cl[i].flatten(1).sigmoid().t()  # (HW, L)
+            c = ct[i, 0].flatten().sigmoid()  # (HW,)
+            s = (p * c[:, None]).sqrt().flatten()  # (HW * L,) location-major
+            keep = (s > score_thresh).nonzero().flatten()
             num = keep.shape[0]  # a tensor while tracing
             k = torch.clamp(num, max=topk) if isinstance(num, torch.Tensor) else min(num, topk)
-            prob, top = p[keep].topk(k)
-            keep = keep[top]
+            keep = keep[s[keep].topk(k)[1]]
             loc = keep // num_cls
             rows.append(
                 Candidates(
                     torch.full_like(loc, i),
                     loc + start,
                     keep % num_cls,
-                    prob,
-                    ct[i, 0].flatten()[loc].sigmoid(),
+                    p.flatten()[keep],
+                    c[loc],
                     rd[i].flatten(1)[:, loc].t(),
                 )
             )

@@ -323,9 +323,9 @@ class PolarRefine(DenseDetector):
             maps = confidence_maps(*predictions[:2])
             scores = covered_confidence(
                 maps, locs, cand.image, cand.location, fine, self.cover_window, cand.classes
-            )
-        else:
-            scores = cand.cls_prob * cand.ctr_prob
+            ).sqrt()
+        else:  # detectron2's FCOS score: sqrt(category x centre), as `select_candidates` ranks
+            scores = (cand.cls_prob * cand.ctr_prob).sqrt()
         results = []
         for i, size in enumerate(image_sizes):
             sel = cand.image == i
@@ -383,7 +383,7 @@ class PolarRefine(DenseDetector):
         if maps is not None:  # the patent's classification from the covered locations
             args = (maps, locs, cand.image, cand.location, fine, self.cover_window)
             cand = cand._replace(classes=covered_confidence(*args).argmax(1))
-            scores = covered_confidence(*args, cand.classes)
+            scores = covered_confidence(*args, cand.classes).sqrt()
             keep = scores.argsort(descending=True)
             keep = keep[scores[keep] > self.test_score_thresh]
             cand, fine, polys, scores = cand.select(keep), fine[keep], polys[keep], scores[keep]
