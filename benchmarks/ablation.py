@@ -10,8 +10,8 @@ that change inference only evaluate the default's checkpoints. Runs already fini
 ``--out`` are reused, so the script can be stopped and restarted. It prints a markdown table
 (mean +- half-range over seeds) and writes it to ``--out/table.md``. After a change of
 inference code, ``--reevaluate`` evaluates every finished run's checkpoint again with today's
-code (``train_net.py --eval-only``, once per commit) instead of reading its training-time
-evaluation.
+code (``train_net.py --eval-only``, once per commit of the package, ``train_net.py`` or the
+configs) instead of reading its training-time evaluation.
 """
 
 import argparse
@@ -297,14 +297,17 @@ def main():
     ap.add_argument(
         "--reevaluate", action="store_true",
         help="evaluate finished runs' checkpoints again with today's code (after an inference "
-        "change); commit the change first, each commit evaluates once",
+        "change); commit the change first: each commit of the code evaluates once",
     )  # fmt: skip
     args = ap.parse_args()
     EXTRA_OPTS[:] = args.opts
     if args.reevaluate:
+        # the last commit that changed what evaluates (a docs commit does not re-evaluate)
+        code = ["polar_refine", "train_net.py", "configs"]
         REEVALUATE["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
+            ["git", "log", "-1", "--format=%h", "--", *code],
+            cwd=ROOT, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
     lines = []
     for ds in args.datasets:
         start = len(lines)
