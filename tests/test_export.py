@@ -350,3 +350,21 @@ def test_int8_model_matches_fp32_on_two_sizes(exported, tmp_path):
             worst_score = max(worst_score, float((b.scores[j] - a.scores[i]).abs()))
     print(f"int8 vs fp32: worst polygon {worst_poly:.2f} px, worst score {worst_score:.3f}")
     assert worst_poly <= 2.0 and worst_score <= 0.1
+
+
+def test_export_model_writes_the_int8_copy(exported, tmp_path):
+    """``export_model.py --int8 N`` writes model_int8.onnx beside model.onnx, calibrated on
+    DATASETS.TRAIN's first N images, that `ONNXPredictor` runs; with TorchScript it is a
+    one-line error."""
+    tmp = exported["tmp"]
+    args = ["--config-file", os.path.join(ROOT, "configs/Shapes/polar_refine_tiny.yaml")]
+    args += ["--sample-image", str(tmp / "sample.png"), "--int8", "4"]
+    opts = ["MODEL.WEIGHTS", str(tmp / "model.pth"), *OPTS]
+    assert export_model.main(args + ["--output", str(tmp_path)] + opts) == 0
+    int8 = ONNXPredictor(str(tmp_path / "model_int8.onnx"))
+    assert int8.metadata["precision"] == "int8"
+    assert (tmp_path / "model.onnx").is_file()
+    image = exported["images"]["b"].permute(1, 2, 0).numpy().astype(np.uint8)
+    assert len(int8(image)["instances"]) > 0
+    bad = args + ["--format", "torchscript", "--output", str(tmp_path / "ts")] + opts
+    assert export_model.main(bad) == 1
