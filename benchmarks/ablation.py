@@ -124,23 +124,29 @@ def reevaluate(out, cfg, opts):
     commit = REEVALUATE["commit"]
     if os.path.isfile(done) and json.load(open(done)).get("commit") == commit:
         return json.load(open(done))["metrics"]
+    print(f"[ablation] evaluating {out} again (commit {commit})", flush=True)
+    metrics = evaluate_checkpoint(cfg, opts, os.path.join(out, "model_final.pth"), dst)
+    json.dump({"commit": commit, "metrics": metrics}, open(done, "w"), indent=1)
+    return metrics
+
+
+def evaluate_checkpoint(cfg, opts, weights, out):
+    """``train_net.py --eval-only`` of ``weights`` with the row's config into ``out``: its segm
+    and bbox metrics, and the segm AP per category."""
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
            os.path.join(ROOT, cfg), "--eval-only", *opts,
-           "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "OUTPUT_DIR", dst]  # fmt: skip
-    print(f"[ablation] evaluating {out} again (commit {commit})", flush=True)
-    os.makedirs(dst, exist_ok=True)
-    with open(os.path.join(dst, "stdout.txt"), "w") as log:
+           "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out]  # fmt: skip
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stdout.txt"), "w") as log:
         subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    res = json.load(open(os.path.join(dst, "results.json")))
-    metrics = {
+    res = json.load(open(os.path.join(out, "results.json")))
+    return {
         "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
         "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
         "segm_per_class": {
             k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")
         },
     }
-    json.dump({"commit": commit, "metrics": metrics}, open(done, "w"), indent=1)
-    return metrics
 
 
 def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
@@ -156,20 +162,9 @@ def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
         fresh = result.get("commit") == REEVALUATE["commit"] or not REEVALUATE["commit"]
         if result.get("opts") == opts + EXTRA_OPTS and fresh:
             return dict(result, s_per_iter=base["s_per_iter"])
-    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
-           os.path.join(ROOT, cfg), "--eval-only", *opts, *EXTRA_OPTS,
-           "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out]  # fmt: skip
     print(f"[ablation] {dataset} seed {seed}: {name} (evaluation of the default's weights)")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "stdout.txt"), "w") as log:
-        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    res = json.load(open(os.path.join(out, "results.json")))
     result = {
-        "segm": {k: res.get(f"segm/{k}") for k in METRICS + ["AP@100"]},
-        "bbox": {k: res.get(f"bbox/{k}") for k in METRICS},
-        "segm_per_class": {
-            k[len("segm/AP-") :]: v for k, v in res.items() if k.startswith("segm/AP-")
-        },
+        **evaluate_checkpoint(cfg, opts + EXTRA_OPTS, weights, out),
         "opts": opts + EXTRA_OPTS,
         "weights": weights,
         "commit": REEVALUATE["commit"],
