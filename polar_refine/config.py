@@ -117,8 +117,11 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM.HIDDEN_DIM = 64
     node.DEFORM.KERNEL_SIZE = 9
     node.DEFORM.NUM_CONVS = 2
-    # Weight of each stage's matching loss.
-    node.DEFORM.LOSS_WEIGHT = 1.0
+    # Weight of each stage's matching loss. The stages read detached features, so the weight
+    # scales their learning rate only.
+    node.DEFORM.LOSS_WEIGHT = 20.0
+    # Huber threshold of the matching loss, a fraction of the object's size (0: plain L1).
+    node.DEFORM.HUBER_BETA = 0.05
 
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
     node.HEAD_NAME = "PolarRefineHead"

@@ -151,6 +151,48 @@ def test_model_with_deform_trains_and_infers():
     assert (inst.pred_polygons[..., 0] <= 180).all() and (inst.pred_polygons[..., 1] <= 200).all()
 
 
+def _train_steps(deform: bool, steps: int = 3):
+    """The model's parameters after ``steps`` SGD steps on one batch, and its deformer."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(MODEL__POLAR_REFINE__DEFORM__ENABLED=deform))
+    model.train()
+    after_build = torch.rand(4)  # the global stream where data loading would start
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with EventStorage():
+        for _ in range(steps):
+            opt.zero_grad()
+            sum(model(_batch()).values()).backward()
+            opt.step()
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return params, after_build
+
+
+def test_deform_stages_leave_the_rest_of_training_unchanged():
+    """The stages read detached features and build without drawing from the global random
+    stream: every other parameter ends bitwise where it ends without them."""
+    _train_steps(False, 1)  # the first step of a process may differ in the last bit
+    plain, stream_plain = _train_steps(False)
+    deform, stream_deform = _train_steps(True)
+    assert torch.equal(stream_plain, stream_deform)
+    assert set(plain) < set(deform)
+    moved = [n for n in deform if n.startswith("deformer") and deform[n].abs().sum() > 0]
+    assert moved, "the deformation stages did not train"
+    for name, value in plain.items():
+        assert torch.equal(value, deform[name]), name
+
+
+def test_huber_matching_loss_is_quadratic_near_the_contour():
+    edges = torch.tensor([[[[0.0, 0.0], [100.0, 0.0]]]])  # one edge on y = 0
+    size = torch.tensor([100.0])
+    for y, beta, want in [(2.0, 0.05, 0.5 * 0.02**2 / 0.05), (20.0, 0.05, 0.2 - 0.025)]:
+        pts = torch.tensor([[[50.0, y], [50.0, y]]])
+        to_gt = contour_match_loss(pts, edges, size, beta)
+        # both ground-truth vertices see the predicted segment at their distance sqrt(50^2+y^2)
+        far = (50.0**2 + y**2) ** 0.5 / 100.0
+        far = 0.5 * far**2 / beta if far < beta else far - 0.5 * beta
+        assert torch.allclose(to_gt, torch.tensor([want + far]), atol=1e-6)
+
+
 def test_deform_parameters_under_one_percent_of_r50():
     import os
 

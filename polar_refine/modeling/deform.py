@@ -11,8 +11,14 @@ convolutions and predicts a 2-D offset per point, scaled by the stride.
 Training signal: a matching loss that tolerates sliding along the contour (as E2EC's dynamic
 matching): every predicted point is pulled to its nearest point of the ground-truth contour
 (every part's edges), and every ground-truth vertex pulls the nearest predicted edge, both
-distances normalised by the object's size. No start point has to be aligned, and a point may
-slide along the boundary freely.
+distances normalised by the object's size and passed through a Huber function (quadratic below
+``beta``), so that the pixel noise of a contour already on the boundary does not drown the
+large moves a concave shape needs.
+
+The stages read the FPN features detached: their loss trains the stages only, and cannot pull
+the features shared with the classification and polar branches. Together with a constructor
+that leaves the global random stream as it found it, turning the stages on leaves the rest of
+training unchanged.
 """
 
 from typing import List
@@ -65,7 +71,17 @@ def point_segment_distance(points: torch.Tensor, a: torch.Tensor, b: torch.Tenso
     return (points - proj).norm(dim=-1)
 
 
-def contour_match_loss(points: torch.Tensor, gt_edges: torch.Tensor, size: torch.Tensor):
+def huber(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """Huber of non-negative ``x``: ``x^2 / (2 beta)`` below ``beta``, ``x - beta / 2`` above
+    (the identity's slope; ``beta`` = 0 is the identity)."""
+    if beta <= 0:
+        return x
+    return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
+
+
+def contour_match_loss(
+    points: torch.Tensor, gt_edges: torch.Tensor, size: torch.Tensor, beta: float = 0.0
+):
     """The matching loss of predicted contours against ground-truth edge sets, per row.
 
     Args:
@@ -73,23 +89,26 @@ def contour_match_loss(points: torch.Tensor, gt_edges: torch.Tensor, size: torch
         gt_edges: (P, E, 2, 2) each row's ground-truth edges (every part; zero-length edges are
             padding and are ignored).
         size: (P,) the object's size (pixels) that normalises the distances.
+        beta: the Huber threshold (a fraction of ``size``); 0: plain distances.
 
     Returns:
-        (P,) mean distance of the predicted points to the ground-truth contour plus mean
-        distance of the ground-truth vertices to the predicted contour, both over ``size``.
+        (P,) mean Huber distance (over ``size``) of the predicted points to the ground-truth
+        contour plus that of the ground-truth vertices to the predicted contour.
     """
+    size = size.clamp(min=1.0)[:, None]
     a, b = gt_edges[:, :, 0], gt_edges[:, :, 1]  # (P, E, 2)
     real = (b - a).abs().sum(-1) > 0  # (P, E)
     d = point_segment_distance(points[:, :, None], a[:, None], b[:, None])  # (P, N, E)
     d = torch.where(real[:, None], d, torch.full_like(d, float("inf")))
     to_gt = d.amin(-1)  # (P, N)
-    to_gt = torch.where(torch.isfinite(to_gt), to_gt, torch.zeros_like(to_gt)).mean(1)
+    to_gt = torch.where(torch.isfinite(to_gt), to_gt, torch.zeros_like(to_gt))
     nxt = points.roll(-1, dims=1)
     e = point_segment_distance(a[:, :, None], points[:, None], nxt[:, None])  # (P, E, N)
     from_gt = e.amin(-1)  # (P, E)
     count = real.sum(1).clamp(min=1)
-    from_gt = (from_gt * real).sum(1) / count
-    return (to_gt + from_gt) / size.clamp(min=1.0)
+    to_gt = huber(to_gt / size, beta).mean(1)
+    from_gt = (huber(from_gt / size, beta) * real).sum(1) / count
+    return to_gt + from_gt
 
 
 class _CircularConv(nn.Module):
@@ -114,9 +133,9 @@ class _DeformStage(nn.Module):
         for i in range(depth):
             layers += [_CircularConv(hidden + 2 if i == 0 else hidden, hidden, kernel), nn.ReLU()]
         self.mix = nn.Sequential(*layers)
-        self.offset = nn.Conv1d(hidden, 2, 1)
+        # no bias: a shift shared by every point of every contour has no meaning here
+        self.offset = nn.Conv1d(hidden, 2, 1, bias=False)
         nn.init.zeros_(self.offset.weight)  # starts as the identity: the polar contour
-        nn.init.zeros_(self.offset.bias)
 
     def forward(self, sampled, rel):
         """sampled (P, N, C), rel (P, N, 2) -> (P, N, 2) offsets in strides."""
@@ -143,6 +162,7 @@ class ContourDeformer(nn.Module):
         kernel: int = 9,
         depth: int = 2,
         loss_weight: float = 1.0,
+        huber_beta: float = 0.0,
     ):
         """
         Args:
@@ -153,13 +173,18 @@ class ContourDeformer(nn.Module):
             kernel: size of the circular convolutions along the contour.
             depth: circular convolutions per stage.
             loss_weight: weight of each stage's matching loss.
+            huber_beta: Huber threshold of the matching loss, a fraction of the object's size.
         """
         super().__init__()
         self.num_points = num_points
         self.loss_weight = loss_weight
-        self.stages = nn.ModuleList(
-            _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
-        )
+        self.huber_beta = huber_beta
+        # initialised from the global random stream, which is then restored: modules built
+        # after, and the data loader's augmentations, draw what they would without the stages
+        with torch.random.fork_rng(devices=[]):
+            self.stages = nn.ModuleList(
+                _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
+            )
 
     @classmethod
     def from_config(cls, cfg, in_channels: int):
@@ -172,6 +197,7 @@ class ContourDeformer(nn.Module):
             "kernel": d.KERNEL_SIZE,
             "depth": d.NUM_CONVS,
             "loss_weight": d.LOSS_WEIGHT,
+            "huber_beta": d.HUBER_BETA,
         }
 
     def forward(
@@ -184,7 +210,7 @@ class ContourDeformer(nn.Module):
     ) -> List[torch.Tensor]:
         """
         Args:
-            features: per level (N, C, H_l, W_l), the levels of ``locs``.
+            features: per level (N, C, H_l, W_l), the levels of ``locs`` (read detached).
             locs, location, image: each contour's location (its centre and level) and image.
             radii: (P, K) the refined polar radii around the location's centre (the polar
                 contours to start from; not trained through here).
@@ -197,6 +223,7 @@ class ContourDeformer(nn.Module):
         polygons = radii_to_points(centre[:, 0], radii.detach().float().clamp(min=0))
         pts = resample_polygons(polygons, self.num_points)
         size = _polygon_size(polygons)[:, None, None]  # (P, 1, 1)
+        features = [f.detach() for f in features]
         out = []
         for stage in self.stages:
             cells = pts / stride - 0.5  # pixel -> cell coordinates (cell centres at integers)
@@ -213,7 +240,8 @@ class ContourDeformer(nn.Module):
         size = _polygon_size_from_edges(gt_edges)
         losses = {}
         for s, pts in enumerate(contours):
-            loss = (contour_match_loss(pts.float(), gt_edges, size) * weight).sum()
+            match = contour_match_loss(pts.float(), gt_edges, size, self.huber_beta)
+            loss = (match * weight).sum()
             key = "loss_deform" if s == 0 else f"loss_deform{s + 1}"
             losses[key] = self.loss_weight * loss / normalizer
         return losses
