@@ -50,16 +50,25 @@ ROWS = {
 CHANGES = [
     ("default, deformation stages", ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"]),
 ]
+# Each: (name, overrides, the row whose checkpoints it evaluates).
+DEFORM_POLAR = "deformation stages' runs, polar contours"
 EVAL_CHANGES = [
-    ("default, score from covered locations", ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"]),
+    (
+        "default, score from covered locations",
+        ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"],
+        DEFAULT,
+    ),
+    # the same checkpoints as the deformation row, evaluated without the stages: the polar
+    # contours the stages start from (the stages leave the rest of training unchanged)
+    (DEFORM_POLAR, [], "default, deformation stages"),
 ]
 for _ds, _rows in ROWS.items():
     _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
     _rows += [(name, _cfg, opts) for name, opts in CHANGES]
-EVAL_ONLY = {name for name, _ in EVAL_CHANGES}
+EVAL_ONLY = {name: base for name, _, base in EVAL_CHANGES}
 for _ds, _rows in ROWS.items():
     _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
-    _rows += [(name, _cfg, opts) for name, opts in EVAL_CHANGES]
+    _rows += [(name, _cfg, opts) for name, opts, _ in EVAL_CHANGES]
 # The equal-time row: the default trained for the wall time of Mask R-CNN's budget, measured in
 # the same run (its iterations = budget x Mask R-CNN's s/iter / the default's s/iter, per seed).
 EQUAL_TIME = "PolarRefine+ at Mask R-CNN's training time"
@@ -150,11 +159,12 @@ def evaluate_checkpoint(cfg, opts, weights, out):
 
 
 def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
-    """An inference-only change: the default row's checkpoint of this seed (trained first if
-    needed), evaluated with ``opts``."""
+    """An inference-only change: the checkpoint of this seed of the row it evaluates (trained
+    first if needed), evaluated with ``opts``."""
     by_name = {n: (c, o) for n, c, o in ROWS[dataset]}
-    base = run_one(dataset, seed, DEFAULT, *by_name[DEFAULT], out_root, iters)
-    weights = os.path.join(out_root, dataset, f"{_slug(DEFAULT)}_seed{seed}", "model_final.pth")
+    trained = EVAL_ONLY[name]
+    base = run_one(dataset, seed, trained, *by_name[trained], out_root, iters)
+    weights = os.path.join(out_root, dataset, f"{_slug(trained)}_seed{seed}", "model_final.pth")
     out = os.path.join(out_root, dataset, f"{_slug(name)}_seed{seed}")
     done = os.path.join(out, "result.json")
     if os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(weights):
@@ -162,7 +172,7 @@ def run_eval(dataset, seed, name, cfg, opts, out_root, iters):
         fresh = result.get("commit") == REEVALUATE["commit"] or not REEVALUATE["commit"]
         if result.get("opts") == opts + EXTRA_OPTS and fresh:
             return dict(result, s_per_iter=base["s_per_iter"])
-    print(f"[ablation] {dataset} seed {seed}: {name} (evaluation of the default's weights)")
+    print(f"[ablation] {dataset} seed {seed}: {name} (evaluation of {trained!r}'s weights)")
     result = {
         **evaluate_checkpoint(cfg, opts + EXTRA_OPTS, weights, out),
         "opts": opts + EXTRA_OPTS,
