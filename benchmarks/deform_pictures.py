@@ -6,12 +6,13 @@ contour that starts from it (right).
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/deform_pictures.py \
         --config-file configs/Shapes/polar_refine_tiny.yaml \
         --weights output/ablation/shapes/default_deformation_stages_seed0/model_final.pth \
-        --dataset shapes_val --category c_shape --count 4 --out docs/deform_c_shape.jpg \
+        --dataset shapes_val --category c_shape --count 6 --threshold 0.2 --out docs/deform_c_shape.jpg \
         MODEL.POLAR_REFINE.DEFORM.ENABLED True
 
 The crops are the first ``--count`` ground-truth objects of ``--category`` (non-crowd, at least
-``--min-size`` px), each with every detection above ``--threshold`` drawn: the ground truth in
-white, the prediction in green (polar on the left, deformed on the right).
+``--min-size`` px), each with its best detection above ``--threshold`` (the highest mask IoU
+of the deformed contour with the object): the ground truth in white, the detection in green,
+polar on the left, deformed on the right, and both IoUs printed.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from pycocotools import mask as mask_util
 from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +46,13 @@ def _draw(crop_bgr, polygons, gt_polygons, offset, scale):
             pts = ((np.asarray(p, np.float64).reshape(-1, 2) - offset) * scale * 16).round()
             cv2.polylines(out, [pts.astype(np.int32)], True, colour, width, cv2.LINE_AA, shift=4)
     return out
+
+
+def _iou(polygons, gt_polygons, h, w):
+    """Mask IoU of each of the (N, K, 2) polygons with the ground-truth object: (N,)."""
+    gt = mask_util.merge(mask_util.frPyObjects([list(map(float, p)) for p in gt_polygons], h, w))
+    dt = [mask_util.frPyObjects([p.reshape(-1).astype(float).tolist()], h, w)[0] for p in polygons]
+    return mask_util.iou(dt, [gt], [0])[:, 0] if dt else np.zeros(0)
 
 
 def main():
@@ -96,8 +105,24 @@ def main():
                 scale = CELL / side
                 m = np.float32([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
                 crop = cv2.warpAffine(image, m, (CELL, CELL), flags=cv2.INTER_LINEAR)
+                h, w = image.shape[:2]
+                ious = _iou(inst.pred_polygons.numpy(), a["segmentation"], h, w)
+                if not len(ious) or ious.max() < 0.1:
+                    continue  # no detection of this object
+                best = int(ious.argmax())
+                polar_iou = _iou(
+                    inst.pred_polar_polygons[best : best + 1].numpy(), a["segmentation"], h, w
+                )
+                name = os.path.basename(d["file_name"])
+                tqdm.write(f"{name}: IoU polar {polar_iou[0]:.3f}, deformed {ious[best]:.3f}")
                 pair = [
-                    _draw(crop, inst.get(field).numpy(), a["segmentation"], (x0, y0), scale)
+                    _draw(
+                        crop,
+                        inst.get(field)[best : best + 1].numpy(),
+                        a["segmentation"],
+                        (x0, y0),
+                        scale,
+                    )
                     for field in ("pred_polar_polygons", "pred_polygons")
                 ]
                 rows.append(
@@ -111,7 +136,7 @@ def main():
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     picture = np.concatenate([r for row in rows for r in (row, gap)][:-1], 0)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    cv2.imwrite(args.out, picture)
+    cv2.imwrite(args.out, picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
     print(f"{len(rows)} objects -> {args.out} (polar left, deformed right)")
 
 
