@@ -6,7 +6,8 @@ contour that starts from it (right).
     DETECTRON2_DATASETS=../shared/data .venv/bin/python benchmarks/deform_pictures.py \
         --config-file configs/Shapes/polar_refine_tiny.yaml \
         --weights output/ablation/shapes/default_deformation_stages_seed0/model_final.pth \
-        --dataset shapes_val --category c_shape --count 6 --threshold 0.2 --out docs/deform_c_shape.jpg \
+        --dataset shapes_val --category c_shape --count 6 --threshold 0.2 \
+        --out docs/deform_c_shape.jpg \
         MODEL.POLAR_REFINE.DEFORM.ENABLED True
 
 The crops are the first ``--count`` ground-truth objects of ``--category`` (non-crowd, at least
