@@ -35,6 +35,7 @@ sys.path.insert(0, ROOT)
 
 import polar_refine  # noqa: E402,F401  (registers the model and the datasets)
 from polar_refine import add_polar_refine_config  # noqa: E402
+from polar_refine.evaluation import polygon_parts_to_rle, polygons_to_rles  # noqa: E402
 
 CELL = 224  # side of each drawn crop (px)
 
@@ -51,9 +52,10 @@ def _draw(crop_bgr, polygons, gt_polygons, offset, scale):
 
 def _iou(polygons, gt_polygons, h, w):
     """Mask IoU of each of the (N, K, 2) polygons with the ground-truth object: (N,)."""
-    gt = mask_util.merge(mask_util.frPyObjects([list(map(float, p)) for p in gt_polygons], h, w))
-    dt = [mask_util.frPyObjects([p.reshape(-1).astype(float).tolist()], h, w)[0] for p in polygons]
-    return mask_util.iou(dt, [gt], [0])[:, 0] if dt else np.zeros(0)
+    dt = polygons_to_rles(polygons, h, w)
+    if not dt:
+        return np.zeros(0)
+    return mask_util.iou(dt, [polygon_parts_to_rle(gt_polygons, h, w)], [0])[:, 0]
 
 
 def main():
