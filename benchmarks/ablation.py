@@ -223,6 +223,10 @@ def config_changes(out, cfg_file, opts):
     elif not today["MODEL"]["POLAR_REFINE"]["REFINE"]["ENABLED"]:  # PolarMask: no refine keys read
         skip |= {f"MODEL.POLAR_REFINE.REFINE.{k}" for k in today["MODEL"]["POLAR_REFINE"]["REFINE"]}
         skip.discard("MODEL.POLAR_REFINE.REFINE.ENABLED")
+    if not today["MODEL"].get("POLAR_REFINE", {}).get("DEFORM", {}).get("ENABLED", True):
+        # without the deformation stages their keys are never read
+        skip |= {f"MODEL.POLAR_REFINE.DEFORM.{k}" for k in today["MODEL"]["POLAR_REFINE"]["DEFORM"]}
+        skip.discard("MODEL.POLAR_REFINE.DEFORM.ENABLED")
     return sorted(_diff(today, saved, "", skip))
 
 
