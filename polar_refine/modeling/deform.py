@@ -161,8 +161,8 @@ class ContourDeformer(nn.Module):
         hidden: int = 64,
         kernel: int = 9,
         depth: int = 2,
-        loss_weight: float = 1.0,
-        huber_beta: float = 0.0,
+        loss_weight: float = 20.0,
+        huber_beta: float = 0.05,
     ):
         """
         Args:
