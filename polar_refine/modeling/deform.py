@@ -25,6 +25,7 @@ from typing import List
 
 import torch
 from detectron2.config import configurable
+from fvcore.nn import smooth_l1_loss
 from torch import nn
 
 from ..polar import radii_to_points
@@ -71,12 +72,9 @@ def point_segment_distance(points: torch.Tensor, a: torch.Tensor, b: torch.Tenso
     return (points - proj).norm(dim=-1)
 
 
-def huber(x: torch.Tensor, beta: float) -> torch.Tensor:
-    """Huber of non-negative ``x``: ``x^2 / (2 beta)`` below ``beta``, ``x - beta / 2`` above
-    (the identity's slope; ``beta`` = 0 is the identity)."""
-    if beta <= 0:
-        return x
-    return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
+def _huber(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """Huber of non-negative distances ``x`` (fvcore's smooth L1 against 0; ``beta`` = 0: x)."""
+    return smooth_l1_loss(x, torch.zeros_like(x), beta, reduction="none")
 
 
 def contour_match_loss(
@@ -106,8 +104,8 @@ def contour_match_loss(
     e = point_segment_distance(a[:, :, None], points[:, None], nxt[:, None])  # (P, E, N)
     from_gt = e.amin(-1)  # (P, E)
     count = real.sum(1).clamp(min=1)
-    to_gt = huber(to_gt / size, beta).mean(1)
-    from_gt = (huber(from_gt / size, beta) * real).sum(1) / count
+    to_gt = _huber(to_gt / size, beta).mean(1)
+    from_gt = (_huber(from_gt / size, beta) * real).sum(1) / count
     return to_gt + from_gt
 
 
