@@ -4,7 +4,8 @@
 A polar polygon is star-shaped from its centre, and refine stages only move points along their
 rays, so a C, a U or a crescent cannot be drawn. `ContourDeformer` takes the refined polar
 polygon, resamples it to N points evenly spaced along its length, and in each of its stages
-samples the FPN features at the points, adds each point's position relative to the centre
+samples the finest FPN level at the points (whatever the object's own level: a C's opening spans
+a cell or two of its own level), adds each point's position relative to the centre
 (normalised by the object's size), mixes neighbours along the contour with circular 1-D
 convolutions and predicts a 2-D offset per point, scaled by the stride.
 
@@ -208,7 +209,8 @@ class ContourDeformer(nn.Module):
     ) -> List[torch.Tensor]:
         """
         Args:
-            features: per level (N, C, H_l, W_l), the levels of ``locs`` (read detached).
+            features: per level (N, C, H_l, W_l), the levels of ``locs``, finest first (only
+                the finest is read, detached).
             locs, location, image: each contour's location (its centre and level) and image.
             radii: (P, K) the refined polar radii around the location's centre (the polar
                 contours to start from; not trained through here).
@@ -222,10 +224,14 @@ class ContourDeformer(nn.Module):
         pts = resample_polygons(polygons, self.num_points)
         size = _polygon_size(polygons)[:, None, None]  # (P, 1, 1)
         features = [f.detach() for f in features]
+        # every contour reads the finest level (location 0 is on it), whatever its own level:
+        # a concave part spans a cell or two of the object's level, several of the finest
+        finest = torch.zeros_like(location)
+        finest_stride = locs.strides[:1]
         out = []
         for stage in self.stages:
-            cells = pts / stride - 0.5  # pixel -> cell coordinates (cell centres at integers)
-            sampled = sample_levels(features, locs, location, image, cells)
+            cells = pts / finest_stride - 0.5  # pixel -> cell coordinates (centres at integers)
+            sampled = sample_levels(features, locs, finest, image, cells)
             offset = stage(sampled, (pts - centre) / size)
             pts = pts + offset * stride
             out.append(pts)
