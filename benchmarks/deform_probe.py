@@ -30,6 +30,7 @@ from detectron2.config import get_cfg
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
+from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,7 +51,7 @@ def draw_batches(model, cfg, count):
     loader = iter(PolarRefineTrainer.build_train_loader(cfg))
     batches = []
     with EventStorage(0):
-        for _ in range(count):
+        for _ in tqdm(range(count), desc="drawing batches"):
             data = next(loader)
             images = model.preprocess_image(data)
             levels = model.backbone(images.tensor)
@@ -71,6 +72,7 @@ def draw_batches(model, cfg, count):
                     "idx": idx,
                     "img": img,
                     "fine": fine,
+                    "target": torch.cat([t["radii"] for t in targets]),
                     "edges": positive_edges(gts, targets),
                     "ctr": torch.cat([t["centerness"] for t in targets]),
                     "cls": torch.cat([g.gt_classes[t["pos_inst"]] for g, t in zip(gts, targets)]),
@@ -79,17 +81,17 @@ def draw_batches(model, cfg, count):
     return batches
 
 
-def train_stages(deformer, batches, iters, lr, momentum):
+def train_stages(deformer, batches, iters, lr, momentum, start):
     """SGD on the stages only, the solver's warm-up and a x0.1 step at 80 %; the losses are
     normalised as in training (centre-ness sum, EMA 0.9)."""
     opt = torch.optim.SGD(deformer.parameters(), lr=lr, momentum=momentum, weight_decay=1e-4)
     deformer.train()
     norm = None
-    for it in range(iters):
+    for it in tqdm(range(iters), desc="training the stages"):
         b = batches[it % len(batches)]
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (it + 1) / 100) * (0.1 if it >= 0.8 * iters else 1.0)
-        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b["fine"])
+        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b[start])
         s = b["ctr"].sum().clamp(min=1e-2).item()
         norm = s if norm is None else 0.9 * norm + 0.1 * s
         loss = sum(deformer.losses(out, b["edges"], b["ctr"], norm).values())
@@ -100,15 +102,15 @@ def train_stages(deformer, batches, iters, lr, momentum):
 
 
 @torch.no_grad()
-def match_distances(deformer, batches, names):
+def match_distances(deformer, batches, names, start):
     """Per category: (mean polar distance, mean deformed distance, positives)."""
     from polar_refine.modeling.deform import _polygon_size_from_edges
 
     tot = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for b in batches:
-        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b["fine"])[-1]
+        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b[start])[-1]
         centres = b["locs"].points[b["idx"]]
-        polar = resample_polygons(radii_to_points(centres, b["fine"].clamp(min=0)), out.shape[1])
+        polar = resample_polygons(radii_to_points(centres, b[start].clamp(min=0)), out.shape[1])
         size = _polygon_size_from_edges(b["edges"])
         before = contour_match_loss(polar, b["edges"], size)
         after = contour_match_loss(out, b["edges"], size)
@@ -127,6 +129,12 @@ def main():
     parser.add_argument("--iters", type=int, default=600, help="SGD steps on the stages")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--start", choices=["fine", "target"], default="fine",
+        help="contours the stages start from, in training and in the distances: the model's "
+        "refined polar radii, or the polar targets (the ground truth as a polar contour draws "
+        "it; the val AP still starts from the model's)",
+    )  # fmt: skip
     parser.add_argument("--out", default="output/deform_probe", help="evaluation output folder")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides")
     args = parser.parse_args()
@@ -144,12 +152,14 @@ def main():
     DetectionCheckpointer(model).load(args.weights)
     model.eval()
     batches = draw_batches(model, cfg, args.batches)
-    train_stages(model.deformer, batches[: -args.held], args.iters, args.lr, cfg.SOLVER.MOMENTUM)
+    train_stages(
+        model.deformer, batches[: -args.held], args.iters, args.lr, cfg.SOLVER.MOMENTUM, args.start
+    )
 
     from detectron2.data import MetadataCatalog
 
     names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).thing_classes
-    dist = match_distances(model.deformer, batches[-args.held :], names)
+    dist = match_distances(model.deformer, batches[-args.held :], names, args.start)
     flat = flatten_results_dict(PolarRefineTrainer.test(cfg, model))
     ap = {k.split("-", 1)[-1]: v for k, v in flat.items() if k.startswith("segm/AP-")}
     print(f"\nval segm AP {flat['segm/AP']:.1f}")
