@@ -225,6 +225,26 @@ def test_deformer_on_few_contours(n):
     assert len(out) == 2 and out[-1].shape == (n, 16, 2)
 
 
+def test_deformer_reads_the_finest_level_for_every_contour():
+    """Contours on a coarse level sample the finest map: changing any other level changes
+    nothing, changing the finest moves the points."""
+    torch.manual_seed(0)
+    feats = [torch.randn(1, 8, 16, 16), torch.randn(1, 8, 8, 8)]
+    locs = LocationGenerator([8, 16], [32])(feats)
+    d = ContourDeformer(in_channels=8, num_points=16)
+    for stage in d.stages:
+        torch.nn.init.normal_(stage.offset.weight, std=0.1)
+    location = torch.tensor([16 * 16 + 3 * 8 + 4])  # a location of the coarse level
+    assert locs.levels[location].item() == 1
+    args = (locs, location, torch.zeros(1, dtype=torch.long), torch.full((1, 36), 30.0))
+    with torch.no_grad():
+        out = d(feats, *args)[-1]
+        same = d([feats[0], torch.randn(1, 8, 8, 8)], *args)[-1]
+        moved = d([torch.randn(1, 8, 16, 16), feats[1]], *args)[-1]
+    assert torch.equal(out, same)
+    assert (moved - out).abs().max() > 1e-3
+
+
 def test_deformed_ceiling_draws_a_c_shape_the_polar_one_cannot():
     from polar_refine.evaluation.polar_coco_evaluation import (
         deformed_ceiling_iou,
