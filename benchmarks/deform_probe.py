@@ -27,6 +27,7 @@ import sys
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
@@ -38,6 +39,7 @@ sys.path.insert(0, ROOT)
 from polar_refine import add_polar_refine_config  # noqa: E402
 from polar_refine.engine import PolarRefineTrainer  # noqa: E402
 from polar_refine.modeling.deform import (  # noqa: E402
+    _polygon_size_from_edges,
     contour_match_loss,
     positive_edges,
     resample_polygons,
@@ -104,8 +106,6 @@ def train_stages(deformer, batches, iters, lr, momentum, start):
 @torch.no_grad()
 def match_distances(deformer, batches, names, start):
     """Per category: (mean polar distance, mean deformed distance, positives)."""
-    from polar_refine.modeling.deform import _polygon_size_from_edges
-
     tot = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for b in batches:
         out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b[start])[-1]
@@ -155,8 +155,6 @@ def main():
     train_stages(
         model.deformer, batches[: -args.held], args.iters, args.lr, cfg.SOLVER.MOMENTUM, args.start
     )
-
-    from detectron2.data import MetadataCatalog
 
     names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).thing_classes
     dist = match_distances(model.deformer, batches[-args.held :], names, args.start)
