@@ -44,6 +44,8 @@ ROWS = {
         (DEFAULT, "configs/DSB2018/polar_refine_plus_R_18_tiny.yaml", []),
         ("Mask R-CNN (detectron2)", "configs/Baselines/mask_rcnn_R_18_FPN_tiny_dsb2018.yaml", []),
     ],
+    # a brief fit on 128 real images (trained and evaluated on them), one seed
+    "coco128": [(DEFAULT, "configs/COCO128/polar_refine_R_18_tiny.yaml", [])],
 }  # fmt: skip
 # Changes measured on top of the default of each dataset: trained rows, then rows that only
 # change inference and are evaluated on the default's own checkpoints (no training).
@@ -73,7 +75,7 @@ for _ds, _rows in ROWS.items():
 # the same run (its iterations = budget x Mask R-CNN's s/iter / the default's s/iter, per seed).
 EQUAL_TIME = "PolarRefine+ at Mask R-CNN's training time"
 # Iteration budget per dataset, the same for every row of that dataset (CPU-sized).
-ITERS = {"shapes": 1000, "dsb2018": 800}
+ITERS = {"shapes": 1000, "dsb2018": 800, "coco128": 800}
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 # Config overrides appended to every row's command (``--opts``, e.g. a solver setting).
 EXTRA_OPTS = []
