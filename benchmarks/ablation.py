@@ -49,24 +49,36 @@ ROWS = {
 }  # fmt: skip
 # Changes measured on top of the default of each dataset: trained rows, then rows that only
 # change inference and are evaluated on the default's own checkpoints (no training).
-CHANGES = [
-    ("default, deformation stages", ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"]),
-]
+CHANGES = []
 # Each: (name, overrides, the row whose checkpoints it evaluates).
-DEFORM_POLAR = "deformation stages' runs, polar contours"
 EVAL_CHANGES = [
     (
         "default, score from covered locations",
         ["MODEL.POLAR_REFINE.SCORE_FROM", "covered"],
         DEFAULT,
     ),
-    # the same checkpoints as the deformation row, evaluated without the stages: the polar
-    # contours the stages start from (the stages leave the rest of training unchanged)
-    (DEFORM_POLAR, [], "default, deformation stages"),
 ]
+# Parts trained on the default's finished checkpoint (MODEL.WEIGHTS), the rest of the model
+# frozen, for their own iterations: (name, overrides, iterations). Their runs' figures are the
+# default's with the part added; the default's row is the same model without it.
+STAGES_ALONE = "default + deformation stages trained on it"
+ON_DEFAULT = [
+    (
+        STAGES_ALONE,
+        [
+            "MODEL.POLAR_REFINE.DEFORM.ENABLED",
+            "True",
+            "MODEL.POLAR_REFINE.DEFORM.TRAIN_ALONE",
+            "True",
+        ],
+        600,
+    ),
+]
+ON_DEFAULT_ITERS = {name: iters for name, _, iters in ON_DEFAULT}
 for _ds, _rows in ROWS.items():
     _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
     _rows += [(name, _cfg, opts) for name, opts in CHANGES]
+    _rows += [(name, _cfg, opts) for name, opts, _ in ON_DEFAULT]
 EVAL_ONLY = {name: base for name, _, base in EVAL_CHANGES}
 for _ds, _rows in ROWS.items():
     _cfg = dict((n, c) for n, c, _ in _rows)[DEFAULT]
@@ -90,6 +102,10 @@ def _slug(name):
 def run_one(dataset, seed, name, cfg, opts, out_root, iters):
     if name in EVAL_ONLY:
         return run_eval(dataset, seed, name, cfg, opts, out_root, iters)
+    if name in ON_DEFAULT_ITERS:  # the default's checkpoint of this seed, trained first if needed
+        run_one(dataset, seed, DEFAULT, cfg, [], out_root, iters)
+        weights = os.path.join(out_root, dataset, f"{_slug(DEFAULT)}_seed{seed}", "model_final.pth")
+        opts, iters = opts + ["MODEL.WEIGHTS", weights], ON_DEFAULT_ITERS[name]
     out = os.path.join(out_root, dataset, f"{_slug(name)}_seed{seed}")
     done = os.path.join(out, "result.json")
     if os.path.isfile(done) and trained_iters(out) == iters:

@@ -122,6 +122,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM.LOSS_WEIGHT = 20.0
     # Huber threshold of the matching loss, a fraction of the object's size (0: plain L1).
     node.DEFORM.HUBER_BETA = 0.05
+    # Train the stages alone on a trained model (MODEL.WEIGHTS, e.g. the default's
+    # model_final.pth): every other parameter is frozen and only the stages' losses are
+    # computed, so they learn on the features and contours they meet at test time.
+    node.DEFORM.TRAIN_ALONE = False
 
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
     node.HEAD_NAME = "PolarRefineHead"

@@ -181,6 +181,49 @@ def test_deform_stages_leave_the_rest_of_training_unchanged():
         assert torch.equal(value, deform[name]), name
 
 
+def test_train_alone_trains_the_stages_only(tmp_path):
+    """``DEFORM.TRAIN_ALONE``: only the stages' losses, only the stages hold trainable
+    parameters, and a step moves the stages and nothing else; the stages see the same
+    features and starting contours as in joint training."""
+    torch.manual_seed(0)
+    joint = build_model(tiny_cfg(MODEL__POLAR_REFINE__DEFORM__ENABLED=True))
+    cfg = tiny_cfg(
+        MODEL__POLAR_REFINE__DEFORM__ENABLED=True,
+        MODEL__POLAR_REFINE__DEFORM__TRAIN_ALONE=True,
+        MODEL__WEIGHTS=str(tmp_path / "model_final.pth"),  # not read by build_model
+    )
+    model = build_model(cfg)
+    model.load_state_dict(joint.state_dict())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"deformer.{n}" for n, _ in model.deformer.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    model.train()
+    joint.train()
+    with EventStorage():
+        losses = model(_batch())
+        assert set(losses) == {"loss_deform", "loss_deform2"}
+        want = joint(_batch())
+        for k in losses:  # the same stages on the same contours: the same losses
+            assert torch.allclose(losses[k], want[k]), k
+        for _ in range(2):  # two steps: the offsets start at zero, the layers below them move next
+            opt.zero_grad()
+            sum(model(_batch()).values()).backward()
+            opt.step()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != n.startswith("deformer."), n
+
+
+def test_train_alone_needs_weights_and_the_stages():
+    for opts in [
+        {"MODEL__POLAR_REFINE__DEFORM__ENABLED": True},
+        {"MODEL__WEIGHTS": "model_final.pth"},
+    ]:
+        cfg = tiny_cfg(MODEL__POLAR_REFINE__DEFORM__TRAIN_ALONE=True, **opts)
+        with pytest.raises(ValueError, match="TRAIN_ALONE"):
+            build_model(cfg)
+
+
 def test_huber_matching_loss_is_quadratic_near_the_contour():
     edges = torch.tensor([[[[0.0, 0.0], [100.0, 0.0]]]])  # one edge on y = 0
     size = torch.tensor([100.0])

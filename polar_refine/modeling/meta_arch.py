@@ -58,6 +58,7 @@ class PolarRefine(DenseDetector):
         refiner: Optional[PolarRefiner] = None,
         contour: Optional[ContourHead] = None,
         deformer: Optional[ContourDeformer] = None,
+        deform_alone: bool = False,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -83,6 +84,8 @@ class PolarRefine(DenseDetector):
             refiner: the refine stages, or None for coarse radii only (PolarMask).
             contour: the training-only contour head, or None.
             deformer: the contour deformation stages (after NMS at inference), or None.
+            deform_alone: train ``deformer`` alone: every other parameter is frozen, and
+                training returns the stages' losses only (`forward_deform_alone`).
             Other arguments are documented with their keys in ``polar_refine/config.py``.
         """
         super().__init__(
@@ -92,6 +95,8 @@ class PolarRefine(DenseDetector):
             raise ValueError(f"nms_type must be 'box' or 'shape', got {nms_type!r}")
         if score_from not in ("center", "covered"):
             raise ValueError(f"score_from must be 'center' or 'covered', got {score_from!r}")
+        if deform_alone and deformer is None:
+            raise ValueError("deform_alone trains the deformation stages: build them too")
         shapes = backbone.output_shape()
         self.strides = [shapes[f].stride for f in self.head_in_features]
         self.locations = LocationGenerator(self.strides, sizes_of_interest)
@@ -101,6 +106,10 @@ class PolarRefine(DenseDetector):
         self.refiner = refiner
         self.contour = contour
         self.deformer = deformer
+        self.deform_alone = deform_alone
+        if deform_alone:  # the optimizer (detectron2's) skips parameters without gradients
+            for name, p in self.named_parameters():
+                p.requires_grad_(name.startswith("deformer."))
         self.num_classes = num_classes
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -132,6 +141,11 @@ class PolarRefine(DenseDetector):
         refiner = PolarRefiner(cfg, in_channels=channels) if pr.REFINE.ENABLED else None
         contour = ContourHead(cfg, shapes) if pr.CONTOUR.ENABLED else None
         deformer = ContourDeformer(cfg, in_channels=channels) if pr.DEFORM.ENABLED else None
+        if pr.DEFORM.TRAIN_ALONE and not (pr.DEFORM.ENABLED and cfg.MODEL.WEIGHTS):
+            raise ValueError(
+                "MODEL.POLAR_REFINE.DEFORM.TRAIN_ALONE trains the deformation stages on a trained "
+                "model: set DEFORM.ENABLED True and MODEL.WEIGHTS to that model's checkpoint"
+            )
         return {
             "backbone": backbone,
             "head": head,
@@ -140,6 +154,7 @@ class PolarRefine(DenseDetector):
             "refiner": refiner,
             "contour": contour,
             "deformer": deformer,
+            "deform_alone": pr.DEFORM.TRAIN_ALONE,
             "num_classes": pr.NUM_CLASSES,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
@@ -171,12 +186,13 @@ class PolarRefine(DenseDetector):
             `inference_single_image`; plus ``pred_masks`` (N, H, W) with ``MODEL.MASK_ON``).
         """
         images = self.preprocess_image(batched_inputs)
+        if self.training and self.deform_alone:
+            return self.forward_deform_alone(images, batched_inputs)
         all_features = self.backbone(images.tensor)
         features = [all_features[f] for f in self.head_in_features]
         predictions = self.head(features)
         if self.training:
-            assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            gt_instances = self._gt_instances(batched_inputs)
             losses = self.forward_training(images, features, predictions, gt_instances)
             if self.contour is not None:
                 hw = all_features[self.contour.in_feature].shape[-2:]
@@ -207,13 +223,9 @@ class PolarRefine(DenseDetector):
             gt_instances: per image, on the model's device, ideally with the ``gt_polar_*``
                 fields of `PolarDatasetMapper` (else they are computed here, on the host).
         """
-        dims = [self.num_classes, 1, predictions[2][0].shape[1]]
-        flat = self._transpose_dense_predictions(list(predictions), dims)
-        cls_flat, ctr_flat, rad_flat = (torch.cat(x, dim=1) for x in flat)
-        locs = self.locations(features)
-        targets = self.assigner(locs, gt_instances)
-        pos_img = torch.cat([torch.full_like(t["pos_idx"], i) for i, t in enumerate(targets)])
-        pos_idx = torch.cat([t["pos_idx"] for t in targets])
+        (cls_flat, ctr_flat, rad_flat), locs, targets, pos_img, pos_idx = self._positives(
+            features, predictions, gt_instances
+        )
         outputs = {
             "cls": cls_flat,
             "ctr": ctr_flat[pos_img, pos_idx, 0],
@@ -231,6 +243,48 @@ class PolarRefine(DenseDetector):
             outputs["deform"] = self.deformer(features, locs, pos_idx, pos_img, radii)
             tgt["edges"] = positive_edges(gt_instances, targets)
         return self.losses(outputs, tgt)
+
+    def forward_deform_alone(self, images: ImageList, batched_inputs) -> Dict[str, torch.Tensor]:
+        """Training with ``deform_alone``: the frozen rest of the model gives the deformation
+        stages their features and starting contours (the refined radii of the positives)
+        without a graph, and only the stages' losses (``loss_deform`` ...) are returned.
+
+        Trained this way on a finished model, the stages learn on the features and contours
+        they will meet at test time, at the solver's full learning rate.
+        """
+        gt_instances = self._gt_instances(batched_inputs)
+        with torch.no_grad():
+            all_features = self.backbone(images.tensor)
+            features = [all_features[f] for f in self.head_in_features]
+            predictions = self.head(features)
+            flat, locs, targets, pos_img, pos_idx = self._positives(
+                features, predictions, gt_instances
+            )
+            radii = flat[2][pos_img, pos_idx]
+            if self.refiner is not None:
+                radii = self.refiner(features, locs, pos_idx, pos_img, radii)[-1]
+        contours = self.deformer(features, locs, pos_idx, pos_img, radii)
+        ctr = torch.cat([t["centerness"] for t in targets])
+        ctr_sum = reduce_mean(ctr.sum()).clamp(min=1e-2)
+        norm = self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, self.loss_normalizer_momentum)
+        return self.deformer.losses(contours, positive_edges(gt_instances, targets), ctr, norm)
+
+    def _gt_instances(self, batched_inputs) -> List[Instances]:
+        assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
+        return [x["instances"].to(self.device) for x in batched_inputs]
+
+    def _positives(self, features: List[torch.Tensor], predictions, gt_instances):
+        """The dense predictions flattened over levels ((N, R, num_classes), (N, R, 1),
+        (N, R, K)), the location grid, the assigner's targets and the positives' (P,) image
+        and location indices, images in order."""
+        dims = [self.num_classes, 1, predictions[2][0].shape[1]]
+        flat = self._transpose_dense_predictions(list(predictions), dims)
+        flat = [torch.cat(x, dim=1) for x in flat]
+        locs = self.locations(features)
+        targets = self.assigner(locs, gt_instances)
+        pos_img = torch.cat([torch.full_like(t["pos_idx"], i) for i, t in enumerate(targets)])
+        pos_idx = torch.cat([t["pos_idx"] for t in targets])
+        return flat, locs, targets, pos_img, pos_idx
 
     def losses(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor]):
         """The patent's loss (the contour head adds its own), normalised across processes.
