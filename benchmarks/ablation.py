@@ -65,12 +65,7 @@ STAGES_ALONE = "default + deformation stages trained on it"
 ON_DEFAULT = [
     (
         STAGES_ALONE,
-        [
-            "MODEL.POLAR_REFINE.DEFORM.ENABLED",
-            "True",
-            "MODEL.POLAR_REFINE.DEFORM.TRAIN_ALONE",
-            "True",
-        ],
+        ["MODEL.POLAR_REFINE.DEFORM.ENABLED", "True"],
         600,
     ),
 ]

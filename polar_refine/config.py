@@ -107,7 +107,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # contours are resampled to NUM_POINTS points along their length and moved freely (2-D
     # offsets), so shapes that are not star-shaped from their centre (a C, a U) can be drawn.
     node.DEFORM = CN()
-    # Turn the deformation stages and their matching loss on.
+    # Turn the deformation stages on. Training with them trains them alone on a trained model
+    # (MODEL.WEIGHTS, e.g. the default's model_final.pth): every other parameter is frozen and
+    # only their matching loss is computed, so they learn on the features and contours they
+    # meet at test time.
     node.DEFORM.ENABLED = False
     # N: points of the deformed contour, evenly spaced along the polar one.
     node.DEFORM.NUM_POINTS = 64
@@ -117,15 +120,11 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM.HIDDEN_DIM = 64
     node.DEFORM.KERNEL_SIZE = 9
     node.DEFORM.NUM_CONVS = 2
-    # Weight of each stage's matching loss. The stages read detached features, so the weight
-    # scales their learning rate only.
+    # Weight of each stage's matching loss (the only loss while they train, so it scales their
+    # learning rate).
     node.DEFORM.LOSS_WEIGHT = 20.0
     # Huber threshold of the matching loss, a fraction of the object's size (0: plain L1).
     node.DEFORM.HUBER_BETA = 0.05
-    # Train the stages alone on a trained model (MODEL.WEIGHTS, e.g. the default's
-    # model_final.pth): every other parameter is frozen and only the stages' losses are
-    # computed, so they learn on the features and contours they meet at test time.
-    node.DEFORM.TRAIN_ALONE = False
 
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.
     node.HEAD_NAME = "PolarRefineHead"

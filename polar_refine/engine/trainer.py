@@ -47,7 +47,9 @@ class PolarRefineTrainer(DefaultTrainer):
       ``"coco"`` get `PolarCOCOEvaluator` (polygons straight to RLE, no ``_C`` needed);
     * DDP that also works for CPU processes (see `wrap_ddp`);
     * ``SOLVER.AMP.ENABLED`` on the CPU too (bf16 autocast, see `PolarAMPTrainer`);
-    * the polar targets computed in the loader workers (`PolarDatasetMapper`).
+    * the polar targets computed in the loader workers (`PolarDatasetMapper`);
+    * with ``MODEL.POLAR_REFINE.DEFORM`` (whose stages train alone on a trained model), an
+      error when there is no model to start from.
 
     Data loading, solver, LR schedule, checkpointing (``--resume``) and TensorBoard/JSON writers
     are detectron2's own.
@@ -56,6 +58,15 @@ class PolarRefineTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with polar_training_parts():
             super().__init__(cfg)
+
+    def resume_or_load(self, resume=True):
+        start = self.cfg.MODEL.WEIGHTS or (resume and self.checkpointer.has_checkpoint())
+        if self.cfg.MODEL.POLAR_REFINE.DEFORM.ENABLED and not start:
+            raise ValueError(
+                "MODEL.POLAR_REFINE.DEFORM trains the deformation stages alone on a trained model: "
+                "set MODEL.WEIGHTS to its checkpoint (e.g. the default's model_final.pth)"
+            )
+        super().resume_or_load(resume)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -16,10 +16,10 @@ distances normalised by the object's size and passed through a Huber function (q
 ``beta``), so that the pixel noise of a contour already on the boundary does not drown the
 large moves a concave shape needs.
 
-The stages read the FPN features detached: their loss trains the stages only, and cannot pull
-the features shared with the classification and polar branches. Together with a constructor
-that leaves the global random stream as it found it, turning the stages on leaves the rest of
-training unchanged.
+The stages train alone on a trained model (`PolarRefine.forward_deform_alone`: the rest is
+frozen), and read the FPN features detached, so that their loss never pulls the features
+shared with the classification and polar branches: trained through them, with the rest, the
+stages pulled them away from the polar task.
 """
 
 from typing import List
@@ -178,12 +178,9 @@ class ContourDeformer(nn.Module):
         self.num_points = num_points
         self.loss_weight = loss_weight
         self.huber_beta = huber_beta
-        # initialised from the global random stream, which is then restored: modules built
-        # after, and the data loader's augmentations, draw what they would without the stages
-        with torch.random.fork_rng(devices=[]):
-            self.stages = nn.ModuleList(
-                _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
-            )
+        self.stages = nn.ModuleList(
+            _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
+        )
 
     @classmethod
     def from_config(cls, cfg, in_channels: int):

@@ -58,7 +58,6 @@ class PolarRefine(DenseDetector):
         refiner: Optional[PolarRefiner] = None,
         contour: Optional[ContourHead] = None,
         deformer: Optional[ContourDeformer] = None,
-        deform_alone: bool = False,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -83,9 +82,9 @@ class PolarRefine(DenseDetector):
             assigner: label assignment.
             refiner: the refine stages, or None for coarse radii only (PolarMask).
             contour: the training-only contour head, or None.
-            deformer: the contour deformation stages (after NMS at inference), or None.
-            deform_alone: train ``deformer`` alone: every other parameter is frozen, and
-                training returns the stages' losses only (`forward_deform_alone`).
+            deformer: the contour deformation stages (after NMS at inference), or None. With
+                them, the model trains them alone (`forward_deform_alone`): every other
+                parameter is frozen, to be loaded from a trained model.
             Other arguments are documented with their keys in ``polar_refine/config.py``.
         """
         super().__init__(
@@ -95,8 +94,6 @@ class PolarRefine(DenseDetector):
             raise ValueError(f"nms_type must be 'box' or 'shape', got {nms_type!r}")
         if score_from not in ("center", "covered"):
             raise ValueError(f"score_from must be 'center' or 'covered', got {score_from!r}")
-        if deform_alone and deformer is None:
-            raise ValueError("deform_alone trains the deformation stages: build them too")
         shapes = backbone.output_shape()
         self.strides = [shapes[f].stride for f in self.head_in_features]
         self.locations = LocationGenerator(self.strides, sizes_of_interest)
@@ -106,8 +103,7 @@ class PolarRefine(DenseDetector):
         self.refiner = refiner
         self.contour = contour
         self.deformer = deformer
-        self.deform_alone = deform_alone
-        if deform_alone:  # the optimizer (detectron2's) skips parameters without gradients
+        if deformer is not None:  # the optimizer (detectron2's) skips frozen parameters
             for name, p in self.named_parameters():
                 p.requires_grad_(name.startswith("deformer."))
         self.num_classes = num_classes
@@ -141,11 +137,6 @@ class PolarRefine(DenseDetector):
         refiner = PolarRefiner(cfg, in_channels=channels) if pr.REFINE.ENABLED else None
         contour = ContourHead(cfg, shapes) if pr.CONTOUR.ENABLED else None
         deformer = ContourDeformer(cfg, in_channels=channels) if pr.DEFORM.ENABLED else None
-        if pr.DEFORM.TRAIN_ALONE and not (pr.DEFORM.ENABLED and cfg.MODEL.WEIGHTS):
-            raise ValueError(
-                "MODEL.POLAR_REFINE.DEFORM.TRAIN_ALONE trains the deformation stages on a trained "
-                "model: set DEFORM.ENABLED True and MODEL.WEIGHTS to that model's checkpoint"
-            )
         return {
             "backbone": backbone,
             "head": head,
@@ -154,7 +145,6 @@ class PolarRefine(DenseDetector):
             "refiner": refiner,
             "contour": contour,
             "deformer": deformer,
-            "deform_alone": pr.DEFORM.TRAIN_ALONE,
             "num_classes": pr.NUM_CLASSES,
             "sizes_of_interest": pr.SIZES_OF_INTEREST,
             "focal_loss_alpha": pr.FOCAL_LOSS_ALPHA,
@@ -181,12 +171,13 @@ class PolarRefine(DenseDetector):
 
         Returns:
             training: losses ``loss_cls``, ``loss_ctr``, ``loss_coarse`` and, when on,
-            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour``, ``loss_deform`` (...).
+            ``loss_fine`` (``loss_fine2`` ...), ``loss_contour``; with ``deformer``, its
+            ``loss_deform`` (...) only (`forward_deform_alone`).
             inference: per image ``{"instances": Instances}`` at the output size (see
             `inference_single_image`; plus ``pred_masks`` (N, H, W) with ``MODEL.MASK_ON``).
         """
         images = self.preprocess_image(batched_inputs)
-        if self.training and self.deform_alone:
+        if self.training and self.deformer is not None:
             return self.forward_deform_alone(images, batched_inputs)
         all_features = self.backbone(images.tensor)
         features = [all_features[f] for f in self.head_in_features]
@@ -238,19 +229,16 @@ class PolarRefine(DenseDetector):
         }
         if self.refiner is not None:
             outputs["fine"] = self.refiner(features, locs, pos_idx, pos_img, outputs["coarse"])
-        if self.deformer is not None:
-            radii = outputs["fine"][-1] if "fine" in outputs else outputs["coarse"]
-            outputs["deform"] = self.deformer(features, locs, pos_idx, pos_img, radii)
-            tgt["edges"] = positive_edges(gt_instances, targets)
         return self.losses(outputs, tgt)
 
     def forward_deform_alone(self, images: ImageList, batched_inputs) -> Dict[str, torch.Tensor]:
-        """Training with ``deform_alone``: the frozen rest of the model gives the deformation
-        stages their features and starting contours (the refined radii of the positives)
-        without a graph, and only the stages' losses (``loss_deform`` ...) are returned.
+        """Training with ``deformer``: the frozen rest of the model gives the deformation stages
+        their features and starting contours (the refined radii of the positives) without a
+        graph, and only the stages' losses (``loss_deform`` ...) are returned.
 
         Trained this way on a finished model, the stages learn on the features and contours
-        they will meet at test time, at the solver's full learning rate.
+        they meet at test time, at the solver's full learning rate. (Trained with the rest from
+        the start, they scored lower on both datasets: docs/BENCHMARKS.md.)
         """
         gt_instances = self._gt_instances(batched_inputs)
         with torch.no_grad():
@@ -292,9 +280,9 @@ class PolarRefine(DenseDetector):
         Args:
             outputs: ``cls`` (N, R, L) logits of every location; ``ctr`` (P,) logits and
                 ``coarse`` (P, K) radii of the P positives; optionally ``fine`` (per refine
-                stage, (P, K)) and ``deform`` (per deformation stage, (P, N, 2)).
+                stage, (P, K)).
             targets: ``labels`` (N, R) (``num_classes`` = background); ``radii`` (P, K);
-                ``centerness`` (P,); ``edges`` (P, E, 2, 2) with ``deform``.
+                ``centerness`` (P,).
 
         The normalisers (positive count, centre-ness sum) are all-reduced over the processes
         of ``launch`` and smoothed by an EMA (AdelaiDet's FCOS). Losses are float32 (also under
@@ -336,9 +324,6 @@ class PolarRefine(DenseDetector):
             key = "loss_fine" if s == 0 else f"loss_fine{s + 1}"
             loss = radius_loss(fine.float(), tgt_radii, tgt_ctr) / norm_ctr
             losses[key] = loss + zero_like_params(stage)
-        if "deform" in outputs:
-            deform = self.deformer.losses(outputs["deform"], targets["edges"], tgt_ctr, norm_ctr)
-            losses.update(deform)
         if num_pos and storage.iter % _DIAGNOSTICS_PERIOD == 0:
             with torch.no_grad():
                 storage.put_scalar("polar_iou_coarse", polar_iou(coarse, tgt_radii).mean())
