@@ -161,6 +161,8 @@ def test_the_stages_train_alone_on_a_frozen_model(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     model.train()
+    assert model.training and model.deformer.training
+    assert not any(m.training for n, m in model.named_modules() if n and "deformer" not in n)
     with EventStorage():
         for _ in range(2):  # two steps: the offsets start at zero, the layers below them move next
             losses = model(_batch())

@@ -163,6 +163,16 @@ class PolarRefine(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
+    def train(self, mode: bool = True):
+        """With ``deformer``, only the stages switch to training mode: the frozen rest stays in
+        eval mode, so that no batch-norm statistics drift while the stages train."""
+        super().train(mode)
+        if self.deformer is not None and mode:
+            for name, child in self.named_children():
+                if name != "deformer":
+                    child.eval()
+        return self
+
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         """
         Args:
