@@ -7,7 +7,7 @@
 Loads a model trained without ``MODEL.POLAR_REFINE.DEFORM``, adds fresh deformation stages,
 and draws ``--batches`` training batches once: their FPN levels, positives, refined polar radii
 and ground-truth edges are kept in memory. The stages alone then train on those batches for
-``--iters`` SGD steps (the rest of the model never changes, as with ``DEFORM.TRAIN_ALONE``,
+``--iters`` SGD steps (the rest of the model never changes, as when ``DEFORM`` trains them,
 which draws fresh batches instead). Reported:
 
 * per category, the plain matching distance (`contour_match_loss`, beta 0, a fraction of the
