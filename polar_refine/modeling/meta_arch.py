@@ -263,9 +263,14 @@ class PolarRefine(DenseDetector):
                 radii = self.refiner(features, locs, pos_idx, pos_img, radii)[-1]
         contours = self.deformer(features, locs, pos_idx, pos_img, radii)
         ctr = torch.cat([t["centerness"] for t in targets])
-        ctr_sum = reduce_mean(ctr.sum()).clamp(min=1e-2)
-        norm = self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, self.loss_normalizer_momentum)
+        norm = self._ctr_normalizer(ctr)
         return self.deformer.losses(contours, positive_edges(gt_instances, targets), ctr, norm)
+
+    def _ctr_normalizer(self, ctr: torch.Tensor) -> torch.Tensor:
+        """The centre-ness sum of the (P,) positives, all-reduced and EMA-smoothed: the
+        normaliser of the radius and deformation losses."""
+        ctr_sum = reduce_mean(ctr.sum()).clamp(min=1e-2)
+        return self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, self.loss_normalizer_momentum)
 
     def _gt_instances(self, batched_inputs) -> List[Instances]:
         assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
@@ -306,9 +311,8 @@ class PolarRefine(DenseDetector):
         storage.put_scalar("num_pos_locations", num_pos / num_images)
         m = self.loss_normalizer_momentum
         pos = reduce_mean(tgt_ctr.new_full((), float(num_pos))).clamp(min=1.0)
-        ctr_sum = reduce_mean(tgt_ctr.sum()).clamp(min=1e-2)
         norm_pos = self._ema_update("loss_normalizer", pos, pos, m)
-        norm_ctr = self._ema_update("ctr_normalizer", ctr_sum, ctr_sum, m)
+        norm_ctr = self._ctr_normalizer(tgt_ctr)
         losses = {
             "loss_cls": classification_loss(
                 cls_flat.reshape(-1, self.num_classes),
