@@ -66,6 +66,7 @@ def draw_batches(model, cfg, count):
             batches.append(
                 {
                     "feats": feats,
+                    "pixels": images.tensor,
                     "locs": locs,
                     "idx": idx,
                     "img": img,
@@ -89,7 +90,7 @@ def train_stages(deformer, batches, iters, lr, momentum, start):
         b = batches[it % len(batches)]
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (it + 1) / 100) * (0.1 if it >= 0.8 * iters else 1.0)
-        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b[start])
+        out = deformer(b["feats"], b["pixels"], b["locs"], b["idx"], b["img"], b[start])
         s = b["ctr"].sum().clamp(min=1e-2).item()
         norm = s if norm is None else 0.9 * norm + 0.1 * s
         loss = sum(deformer.losses(out, b["edges"], b["ctr"], norm).values())
@@ -104,7 +105,7 @@ def match_distances(deformer, batches, names, start):
     """Per category: (mean polar distance, mean deformed distance, positives)."""
     tot = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for b in batches:
-        out = deformer(b["feats"], b["locs"], b["idx"], b["img"], b[start])[-1]
+        out = deformer(b["feats"], b["pixels"], b["locs"], b["idx"], b["img"], b[start])[-1]
         centres = b["locs"].points[b["idx"]]
         polar = resample_polygons(radii_to_points(centres, b[start].clamp(min=0)), out.shape[1])
         size = _polygon_size_from_edges(b["edges"])

@@ -146,7 +146,8 @@ def polar_stages(model, inputs, device):
     locs, cand, fine = model.candidates(feats, predictions)
     sync(device)
     t3 = time.perf_counter()
-    res = model.detections(images.image_sizes, predictions, locs, cand, fine, feats)[0]
+    args = (images.image_sizes, predictions, locs, cand, fine, feats, images.tensor)
+    res = model.detections(*args)[0]
     out = polar_postprocess(res, inputs[0]["height"], inputs[0]["width"], model.mask_on)
     assert len(out) > 0
     sync(device)

@@ -103,14 +103,15 @@ def test_a_deformer_learns_a_c_shape_the_polar_contour_cannot_draw():
     deformer = ContourDeformer(in_channels=1, num_points=64, num_stages=2, hidden=32)
     opt = torch.optim.Adam(deformer.parameters(), lr=3e-3)
     img = torch.zeros(1, dtype=torch.long)
+    pixels = (mask * 255 - 128).expand(1, 3, -1, -1)  # the image: a C on black, PIXEL_STD 1
     for _ in range(300):
-        out = deformer(feats, locs, location, img, radii)
+        out = deformer(feats, pixels, locs, location, img, radii)
         losses = deformer.losses(out, edges, torch.ones(1), 1.0)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
     with torch.no_grad():
-        deformed = deformer(feats, locs, location, img, radii)[-1][0]
+        deformed = deformer(feats, pixels, locs, location, img, radii)[-1][0]
     iou_polar, iou_deformed = _iou(polar_mask, gt), _iou(deformed, gt)
     print(f"C shape: polar IoU {iou_polar:.3f}, deformed IoU {iou_deformed:.3f}")
     assert iou_polar < 0.8 and iou_deformed > iou_polar + 0.1
@@ -229,8 +230,8 @@ def test_deformer_on_few_contours(n):
     feats = [torch.randn(1, 8, 8, 8)]
     locs = LocationGenerator([8], [])(feats)
     d = ContourDeformer(in_channels=8, num_points=16)
-    out = d(feats, locs, torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long),
-            torch.full((n, 36), 10.0))  # fmt: skip
+    index = torch.zeros(n, dtype=torch.long)
+    out = d(feats, torch.zeros(1, 3, 64, 64), locs, index, index, torch.full((n, 36), 10.0))
     assert len(out) == 2 and out[-1].shape == (n, 16, 2)
 
 
@@ -245,13 +246,44 @@ def test_deformer_reads_the_finest_level_for_every_contour():
         torch.nn.init.normal_(stage.offset.weight, std=0.1)
     location = torch.tensor([16 * 16 + 3 * 8 + 4])  # a location of the coarse level
     assert locs.levels[location].item() == 1
+    pixels = torch.randn(1, 3, 128, 128)
     args = (locs, location, torch.zeros(1, dtype=torch.long), torch.full((1, 36), 30.0))
     with torch.no_grad():
-        out = d(feats, *args)[-1]
-        same = d([feats[0], torch.randn(1, 8, 8, 8)], *args)[-1]
-        moved = d([torch.randn(1, 8, 16, 16), feats[1]], *args)[-1]
+        out = d(feats, pixels, *args)[-1]
+        same = d([feats[0], torch.randn(1, 8, 8, 8)], pixels, *args)[-1]
+        moved = d([torch.randn(1, 8, 16, 16), feats[1]], pixels, *args)[-1]
     assert torch.equal(out, same)
     assert (moved - out).abs().max() > 1e-3
+
+
+def test_deformer_reads_the_image_window_at_each_point():
+    """Each point reads the input image in a 3 x 3 window 2 px apart, scaled by PIXEL_STD / 64:
+    changing the pixels under the contour moves the points, changing pixels away from every
+    window changes nothing."""
+    torch.manual_seed(0)
+    feats = [torch.randn(1, 8, 16, 16)]
+    locs = LocationGenerator([8], [])(feats)
+    d = ContourDeformer(in_channels=8, num_points=16, pixel_std=(2.0, 2.0, 2.0))
+    for stage in d.stages:
+        torch.nn.init.normal_(stage.offset.weight, std=0.1)
+    location = torch.tensor([8 * 16 + 8])  # centre (68, 68)
+    args = (locs, location, torch.zeros(1, dtype=torch.long), torch.full((1, 36), 20.0))
+    pixels = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        out = d(feats, pixels, *args)[-1]
+        far = pixels.clone()
+        far[..., :20, :20] = 50.0  # far from the contour (radius 20 around (68, 68))
+        ring = pixels.clone()
+        ring[..., 40:96, 40:96] = 50.0  # under every point of the first stage
+        same = d(feats, far, *args)[-1]
+        moved = d(feats, ring, *args)[-1]
+        # the window itself: a constant image reads as the constant times the scale
+        window = d._image_window(torch.full((1, 3, 32, 32), 3.0), torch.zeros(1).long(),
+                                 torch.tensor([[[16.0, 16.0]]]))  # fmt: skip
+    assert torch.equal(out, same)
+    assert (moved - out).abs().max() > 1e-3
+    assert window.shape == (1, 1, 27)
+    assert torch.allclose(window, torch.full_like(window, 3.0 * 2.0 / 64))
 
 
 def test_deformed_ceiling_draws_a_c_shape_the_polar_one_cannot():

@@ -5,7 +5,8 @@ A polar polygon is star-shaped from its centre, and refine stages only move poin
 rays, so a C, a U or a crescent cannot be drawn. `ContourDeformer` takes the refined polar
 polygon, resamples it to N points evenly spaced along its length, and in each of its stages
 samples the finest FPN level at the points (whatever the object's own level: a C's opening spans
-a cell or two of its own level), adds each point's position relative to the centre
+a cell or two of its own level) and the input image in a 3 x 3 window around each point (the
+exact edge, finer than any FPN level), adds each point's position relative to the centre
 (normalised by the object's size), mixes neighbours along the contour with circular 1-D
 convolutions and predicts a 2-D offset per point, scaled by the stride.
 
@@ -22,7 +23,7 @@ shared with the classification and polar branches: trained through them, with th
 stages pulled them away from the polar task.
 """
 
-from typing import List
+from typing import List, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..polar import radii_to_points
 from .locations import Locations
-from .sampling import sample_levels
+from .sampling import sample_images, sample_levels
 
 __all__ = [
     "ContourDeformer",
@@ -142,12 +143,16 @@ class _DeformStage(nn.Module):
         return self.offset(self.mix(x)).transpose(1, 2)
 
 
+# The image window each point reads: 3 x 3 pixels, 2 px apart, (x, y) offsets in input pixels.
+_WINDOW = tuple((dx, dy) for dy in (-2.0, 0.0, 2.0) for dx in (-2.0, 0.0, 2.0))
+
+
 class ContourDeformer(nn.Module):
     """The deformation stages (``MODEL.POLAR_REFINE.DEFORM``).
 
-    Each stage holds ``C * H + (H + 2) * H * kernel + (depth - 1) * H * H * kernel + 2 * H``
-    parameters or so (H = ``hidden``); the default two stages stay under 1 % of the R-50-FPN
-    model.
+    Each stage holds ``(C + 27) * H + (H + 2) * H * kernel + (depth - 1) * H * H * kernel + 2 * H``
+    parameters or so (H = ``hidden``, 27 = the 3 x 3 image window's RGB); the default two stages
+    stay under 1 % of the R-50-FPN model.
     """
 
     @configurable
@@ -162,6 +167,7 @@ class ContourDeformer(nn.Module):
         depth: int = 2,
         loss_weight: float = 20.0,
         huber_beta: float = 0.05,
+        pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
     ):
         """
         Args:
@@ -173,13 +179,20 @@ class ContourDeformer(nn.Module):
             depth: circular convolutions per stage.
             loss_weight: weight of each stage's matching loss.
             huber_beta: Huber threshold of the matching loss, a fraction of the object's size.
+            pixel_std: ``MODEL.PIXEL_STD``, per input channel: the preprocessed image times
+                ``pixel_std / 64`` is read, about [-2, 2] whatever the normalisation. (Raw
+                values of +-128, with ``PIXEL_STD`` 1, stalled the stages' training.)
         """
         super().__init__()
         self.num_points = num_points
         self.loss_weight = loss_weight
         self.huber_beta = huber_beta
+        self.register_buffer("window", torch.tensor(_WINDOW), persistent=False)
+        scale = torch.tensor([float(s) / 64.0 for s in pixel_std])
+        self.register_buffer("pixel_scale", scale, persistent=False)
+        width = in_channels + len(_WINDOW) * len(pixel_std)
         self.stages = nn.ModuleList(
-            _DeformStage(in_channels, hidden, kernel, depth) for _ in range(num_stages)
+            _DeformStage(width, hidden, kernel, depth) for _ in range(num_stages)
         )
 
     @classmethod
@@ -194,11 +207,13 @@ class ContourDeformer(nn.Module):
             "depth": d.NUM_CONVS,
             "loss_weight": d.LOSS_WEIGHT,
             "huber_beta": d.HUBER_BETA,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
     def forward(
         self,
         features: List[torch.Tensor],
+        pixels: torch.Tensor,
         locs: Locations,
         location: torch.Tensor,
         image: torch.Tensor,
@@ -208,6 +223,7 @@ class ContourDeformer(nn.Module):
         Args:
             features: per level (N, C, H_l, W_l), the levels of ``locs``, finest first (only
                 the finest is read, detached).
+            pixels: (N, 3, H, W) the preprocessed (normalised, padded) input images.
             locs, location, image: each contour's location (its centre and level) and image.
             radii: (P, K) the refined polar radii around the location's centre (the polar
                 contours to start from; not trained through here).
@@ -228,12 +244,20 @@ class ContourDeformer(nn.Module):
         out = []
         for stage in self.stages:
             cells = pts / finest_stride - 0.5  # pixel -> cell coordinates (centres at integers)
-            sampled = sample_levels(features, locs, finest, image, cells)
+            levels = sample_levels(features, locs, finest, image, cells)
+            sampled = torch.cat([levels, self._image_window(pixels, image, pts)], -1)
             offset = stage(sampled, (pts - centre) / size)
             pts = pts + offset * stride
             out.append(pts)
             pts = pts.detach()
         return out
+
+    def _image_window(self, pixels, image, pts):
+        """(P, N, 27): each point's 3 x 3 window of the (P, N, 2) points' images, scaled."""
+        p, n = pts.shape[:2]
+        window = pts[:, :, None] + self.window  # (P, N, 9, 2), input pixels
+        values = sample_images(pixels.detach(), image, window.flatten(1, 2) - 0.5)
+        return (values.view(p, n, len(_WINDOW), pixels.shape[1]) * self.pixel_scale).flatten(2)
 
     def losses(self, contours: List[torch.Tensor], gt_edges, weight, normalizer):
         """``loss_deform``, ``loss_deform2``, ...: each stage's matching loss (positives weighted

@@ -261,7 +261,7 @@ class PolarRefine(DenseDetector):
             radii = flat[2][pos_img, pos_idx]
             if self.refiner is not None:
                 radii = self.refiner(features, locs, pos_idx, pos_img, radii)[-1]
-        contours = self.deformer(features, locs, pos_idx, pos_img, radii)
+        contours = self.deformer(features, images.tensor, locs, pos_idx, pos_img, radii)
         ctr = torch.cat([t["centerness"] for t in targets])
         norm = self._ctr_normalizer(ctr)
         return self.deformer.losses(contours, positive_edges(gt_instances, targets), ctr, norm)
@@ -352,7 +352,9 @@ class PolarRefine(DenseDetector):
     ) -> List[Instances]:
         """Top-k candidates per level -> refine -> score -> polygons -> NMS, at input size."""
         locs, cand, fine = self.candidates(features, predictions)
-        return self.detections(images.image_sizes, predictions, locs, cand, fine, features)
+        return self.detections(
+            images.image_sizes, predictions, locs, cand, fine, features, images.tensor
+        )
 
     def candidates(self, features: List[torch.Tensor], predictions):
         """The location grid, the candidates of every image and their final (P, K) radii."""
@@ -367,10 +369,11 @@ class PolarRefine(DenseDetector):
         return locs, cand, fine
 
     def detections(
-        self, image_sizes, predictions, locs, cand, fine, features=None
+        self, image_sizes, predictions, locs, cand, fine, features=None, pixels=None
     ) -> List[Instances]:
         """Scores (``score_from``), then per image `inference_single_image` (``features``: the
-        head's input levels, read by the deformation stages)."""
+        head's input levels, and ``pixels``: the preprocessed images, read by the deformation
+        stages)."""
         maps = None
         if self.score_from == "covered":
             maps = confidence_maps(*predictions[:2])
@@ -382,11 +385,8 @@ class PolarRefine(DenseDetector):
         results = []
         for i, size in enumerate(image_sizes):
             sel = cand.image == i
-            results.append(
-                self.inference_single_image(
-                    locs, cand.select(sel), fine[sel], scores[sel], tuple(size), maps, features
-                )
-            )
+            args = (locs, cand.select(sel), fine[sel], scores[sel], tuple(size))
+            results.append(self.inference_single_image(*args, maps, features, pixels))
         return results
 
     def inference_single_image(
@@ -398,6 +398,7 @@ class PolarRefine(DenseDetector):
         image_size: Tuple[int, int],
         maps: Optional[List[torch.Tensor]] = None,
         features: Optional[List[torch.Tensor]] = None,
+        pixels: Optional[torch.Tensor] = None,
     ) -> Instances:
         """Polygons, class-aware NMS (on the clipped polygons' boxes, or with ``nms_type ==
         "shape"`` on the polygons themselves, `shape_nms`), at most ``max_detections_per_image``.
@@ -406,7 +407,8 @@ class PolarRefine(DenseDetector):
             locs: the location grid; cand: one image's candidates; fine: (P, K) their final
                 radii; scores: (P,) their scores; maps: the `confidence_maps` with
                 ``score_from == "covered"`` (the final class is the covered locations' vote);
-                features: the head's input levels (with ``deformer``).
+                features, pixels: the head's input levels and the (N, 3, H, W) preprocessed
+                images of the batch (with ``deformer``).
 
         Returns:
             Instances at ``image_size`` with ``pred_polygons`` and ``pred_coarse_polygons``
@@ -443,7 +445,7 @@ class PolarRefine(DenseDetector):
         res = Instances(image_size)
         if self.deformer is not None:  # only the kept detections: deformation is not cheap
             res.pred_polar_polygons = polys
-            polys = self.deformer(features, locs, cand.location, cand.image, fine)[-1]
+            polys = self.deformer(features, pixels, locs, cand.location, cand.image, fine)[-1]
             polys = clip_polygons(polys, h, w)
         res.pred_polygons = polys
         coarse = radii_to_points(locs.points[cand.location], cand.coarse.clamp(min=0))

@@ -1,5 +1,5 @@
 # Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
-"""The one bilinear sampler: per-level maps read at points given in cells of each level."""
+"""The one bilinear sampler: per-level maps (or the input images) read at points."""
 
 from typing import List, Union
 
@@ -7,7 +7,7 @@ import torch
 
 from .locations import Locations
 
-__all__ = ["sample_levels"]
+__all__ = ["sample_images", "sample_levels"]
 
 
 def sample_levels(
@@ -36,12 +36,37 @@ def sample_levels(
     (level, image, y, x), and each point gathers its 4 taps from its level's block. No host
     synchronisation, and map sizes come from ``locs`` (tensor shapes while tracing).
     """
-    num_channels = maps[0].shape[1]
     table = torch.cat([m.permute(0, 2, 3, 1).reshape(-1) for m in maps])
     num_images = maps[0].shape[0]
     size = locs.map_sizes[location][:, None]  # (P, 1, 2) as (W, H)
     w, h = size[..., 0], size[..., 1]
     base = num_images * locs.level_starts[location][:, None] + image[:, None] * (w * h)
+    return _bilinear(table, maps[0].shape[1], base, w, h, pts, channel)
+
+
+def sample_images(images: torch.Tensor, image: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (zeros outside) of one (N, C, H, W) batch, e.g. the input images.
+
+    Args:
+        images: (N, C, H, W).
+        image: (P,) the image of each row.
+        pts: (P, S, 2) points (x, y) in pixels, pixel centres at integers.
+
+    Returns:
+        (P, S, C).
+    """
+    c = images.shape[1]
+    # 0-dim tensors either way (traced from the shape while tracing), as ``torch.minimum`` needs
+    h, w = (torch.as_tensor(s, device=images.device) for s in images.shape[-2:])
+    table = images.permute(0, 2, 3, 1).reshape(-1)
+    base = image[:, None] * (h * w)
+    return _bilinear(table, c, base, w, h, pts)
+
+
+def _bilinear(table, num_channels, base, w, h, pts, channel=None):
+    """The 4 taps of each point gathered from a flat table of ``num_channels``-wide rows: point
+    (p, s) reads the (h, w) block starting at row ``base[p]`` (``w``, ``h``: tensors
+    broadcastable to (P, S))."""
     x0 = pts[..., 0].floor()
     y0 = pts[..., 1].floor()
     fx = pts[..., 0] - x0
