@@ -14,6 +14,7 @@ from polar_refine import polar
 from polar_refine.modeling import LocationGenerator
 from polar_refine.modeling.deform import (
     ContourDeformer,
+    _inward_normals,
     contour_match_loss,
     point_segment_distance,
     resample_polygons,
@@ -256,10 +257,10 @@ def test_deformer_reads_the_finest_level_for_every_contour():
     assert (moved - out).abs().max() > 1e-3
 
 
-def test_deformer_reads_the_image_window_at_each_point():
-    """Each point reads the input image in a 3 x 3 window 2 px apart, scaled by PIXEL_STD / 64:
-    changing the pixels under the contour moves the points, changing pixels away from every
-    window changes nothing."""
+def test_deformer_reads_the_image_at_each_point():
+    """Each point reads the input image (scaled by PIXEL_STD / 64) in a 3 x 3 window and along
+    its inward normal: changing the pixels under the contour moves the points, changing pixels
+    away from every sample changes nothing."""
     torch.manual_seed(0)
     feats = [torch.randn(1, 8, 16, 16)]
     locs = LocationGenerator([8], [])(feats)
@@ -272,18 +273,29 @@ def test_deformer_reads_the_image_window_at_each_point():
     with torch.no_grad():
         out = d(feats, pixels, *args)[-1]
         far = pixels.clone()
-        far[..., :20, :20] = 50.0  # far from the contour (radius 20 around (68, 68))
+        far[..., :20, :20] = 50.0  # beyond the samples (radius 20 around (68, 68), size 35)
         ring = pixels.clone()
         ring[..., 40:96, 40:96] = 50.0  # under every point of the first stage
         same = d(feats, far, *args)[-1]
         moved = d(feats, ring, *args)[-1]
-        # the window itself: a constant image reads as the constant times the scale
-        window = d._image_window(torch.full((1, 3, 32, 32), 3.0), torch.zeros(1).long(),
-                                 torch.tensor([[[16.0, 16.0]]]))  # fmt: skip
+        # a constant image reads as the constant times the scale, at every sample
+        square = torch.tensor([[[8.0, 8.0], [24.0, 8.0], [24.0, 24.0], [8.0, 24.0]]])
+        samples = d._image_samples(torch.full((1, 3, 32, 32), 3.0), torch.zeros(1).long(),
+                                   square, torch.full((1, 1, 1), 16.0))  # fmt: skip
     assert torch.equal(out, same)
     assert (moved - out).abs().max() > 1e-3
-    assert window.shape == (1, 1, 27)
-    assert torch.allclose(window, torch.full_like(window, 3.0 * 2.0 / 64))
+    assert samples.shape == (1, 4, 51)
+    assert torch.allclose(samples, torch.full_like(samples, 3.0 * 2.0 / 64))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_inward_normals_point_inside_either_way_round(flip):
+    square = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]]])
+    square = square.flip(1) if flip else square
+    normals = _inward_normals(square)[0]
+    # each corner's normal (of its neighbours' chord) points to the centre (1, 1), diagonally
+    expected = (torch.tensor([1.0, 1.0]) - square[0]) / 2**0.5
+    assert torch.allclose(normals, expected, atol=1e-6)
 
 
 def test_deformed_ceiling_draws_a_c_shape_the_polar_one_cannot():

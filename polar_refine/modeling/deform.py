@@ -5,8 +5,10 @@ A polar polygon is star-shaped from its centre, and refine stages only move poin
 rays, so a C, a U or a crescent cannot be drawn. `ContourDeformer` takes the refined polar
 polygon, resamples it to N points evenly spaced along its length, and in each of its stages
 samples the finest FPN level at the points (whatever the object's own level: a C's opening spans
-a cell or two of its own level) and the input image in a 3 x 3 window around each point (the
-exact edge, finer than any FPN level), adds each point's position relative to the centre
+a cell or two of its own level) and the input image around each point: a 3 x 3 window (the exact
+edge, finer than any FPN level) and a profile along the contour's inward normal, up to 3/4 of
+the object's size deep (how far in the object's colour goes: a point across a C's opening sees
+the hole), adds each point's position relative to the centre
 (normalised by the object's size), mixes neighbours along the contour with circular 1-D
 convolutions and predicts a 2-D offset per point, scaled by the stride.
 
@@ -143,15 +145,17 @@ class _DeformStage(nn.Module):
         return self.offset(self.mix(x)).transpose(1, 2)
 
 
-# The image window each point reads: 3 x 3 pixels, 2 px apart, (x, y) offsets in input pixels.
+# The image each point reads: a 3 x 3 window, 2 px apart ((x, y) offsets in input pixels), and a
+# profile along the contour's inward normal (distances in object sizes, negative: outwards).
 _WINDOW = tuple((dx, dy) for dy in (-2.0, 0.0, 2.0) for dx in (-2.0, 0.0, 2.0))
+_PROFILE = (-0.25, -0.125, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 
 
 class ContourDeformer(nn.Module):
     """The deformation stages (``MODEL.POLAR_REFINE.DEFORM``).
 
-    Each stage holds ``(C + 27) * H + (H + 2) * H * kernel + (depth - 1) * H * H * kernel + 2 * H``
-    parameters or so (H = ``hidden``, 27 = the 3 x 3 image window's RGB); the default two stages
+    Each stage holds ``(C + 51) * H + (H + 2) * H * kernel + (depth - 1) * H * H * kernel + 2 * H``
+    parameters or so (H = ``hidden``; 51 = RGB at the 9 + 8 image samples); the default two stages
     stay under 1 % of the R-50-FPN model.
     """
 
@@ -188,9 +192,10 @@ class ContourDeformer(nn.Module):
         self.loss_weight = loss_weight
         self.huber_beta = huber_beta
         self.register_buffer("window", torch.tensor(_WINDOW), persistent=False)
+        self.register_buffer("profile", torch.tensor(_PROFILE), persistent=False)
         scale = torch.tensor([float(s) / 64.0 for s in pixel_std])
         self.register_buffer("pixel_scale", scale, persistent=False)
-        width = in_channels + len(_WINDOW) * len(pixel_std)
+        width = in_channels + (len(_WINDOW) + len(_PROFILE)) * len(pixel_std)
         self.stages = nn.ModuleList(
             _DeformStage(width, hidden, kernel, depth) for _ in range(num_stages)
         )
@@ -245,19 +250,22 @@ class ContourDeformer(nn.Module):
         for stage in self.stages:
             cells = pts / finest_stride - 0.5  # pixel -> cell coordinates (centres at integers)
             levels = sample_levels(features, locs, finest, image, cells)
-            sampled = torch.cat([levels, self._image_window(pixels, image, pts)], -1)
+            sampled = torch.cat([levels, self._image_samples(pixels, image, pts, size)], -1)
             offset = stage(sampled, (pts - centre) / size)
             pts = pts + offset * stride
             out.append(pts)
             pts = pts.detach()
         return out
 
-    def _image_window(self, pixels, image, pts):
-        """(P, N, 27): each point's 3 x 3 window of the (P, N, 2) points' images, scaled."""
+    def _image_samples(self, pixels, image, pts, size):
+        """(P, N, 51): the image (scaled RGB) at each of the (P, N, 2) points' 3 x 3 window and
+        inward profile, ``size`` (P, 1, 1) the objects' sizes."""
         p, n = pts.shape[:2]
-        window = pts[:, :, None] + self.window  # (P, N, 9, 2), input pixels
-        values = sample_images(pixels.detach(), image, window.flatten(1, 2) - 0.5)
-        return (values.view(p, n, len(_WINDOW), pixels.shape[1]) * self.pixel_scale).flatten(2)
+        inward = _inward_normals(pts)  # (P, N, 2)
+        profile = inward[:, :, None] * (self.profile[:, None] * size[..., None])  # (P, N, 8, 2)
+        where = pts[:, :, None] + torch.cat([self.window.expand(p, n, -1, -1), profile], 2)
+        values = sample_images(pixels.detach(), image, where.flatten(1, 2) - 0.5)
+        return (values.view(p, n, where.shape[2], pixels.shape[1]) * self.pixel_scale).flatten(2)
 
     def losses(self, contours: List[torch.Tensor], gt_edges, weight, normalizer):
         """``loss_deform``, ``loss_deform2``, ...: each stage's matching loss (positives weighted
@@ -270,6 +278,16 @@ class ContourDeformer(nn.Module):
             key = "loss_deform" if s == 0 else f"loss_deform{s + 1}"
             losses[key] = self.loss_weight * loss / normalizer
         return losses
+
+
+def _inward_normals(pts: torch.Tensor) -> torch.Tensor:
+    """(P, N, 2) closed contours -> (P, N, 2) unit normals (of the chord between each point's
+    neighbours), turned towards the inside: the side of the contour's mean point, on average."""
+    tangent = pts.roll(-1, 1) - pts.roll(1, 1)
+    normal = torch.stack([-tangent[..., 1], tangent[..., 0]], -1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    towards = ((pts.mean(1, keepdim=True) - pts) * normal).sum(-1).mean(1)  # (P,)
+    return normal * torch.where(towards >= 0, 1.0, -1.0)[:, None, None]
 
 
 def _polygon_size(polygons: torch.Tensor) -> torch.Tensor:
