@@ -18,6 +18,7 @@ from polar_refine.modeling.deform import (
     contour_match_loss,
     point_segment_distance,
     resample_polygons,
+    self_crossing,
 )
 
 SQUARE = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]]])
@@ -337,3 +338,11 @@ def test_demo_draws_the_polar_contours_under_deformed_ones(monkeypatch):
     demo = demo_predictor.VisualizationDemo(cfg, show_coarse=True, predictor=fake)
     demo.run_on_image(np.zeros((80, 80, 3), np.uint8))
     assert drawn == [None, demo_predictor.POLAR_COLOR]
+
+
+def test_self_crossing_finds_a_bow_tie_and_not_a_square_or_a_c():
+    bow_tie = torch.tensor([[0.0, 0.0], [10.0, 10.0], [10.0, 0.0], [0.0, 10.0]])
+    assert self_crossing(torch.stack([SQUARE[0], bow_tie])).tolist() == [False, True]
+    c = torch.tensor(_c_shape(64, 64, 40, 22), dtype=torch.float32).view(1, -1, 2)
+    dense = resample_polygons(torch.cat([c, resample_polygons(bow_tie[None], 80)]), 64)
+    assert self_crossing(dense).tolist() == [False, True]

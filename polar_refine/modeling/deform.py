@@ -42,6 +42,7 @@ __all__ = [
     "point_segment_distance",
     "positive_edges",
     "resample_polygons",
+    "self_crossing",
 ]
 
 
@@ -278,6 +279,24 @@ class ContourDeformer(nn.Module):
             key = "loss_deform" if s == 0 else f"loss_deform{s + 1}"
             losses[key] = self.loss_weight * loss / normalizer
         return losses
+
+
+def self_crossing(contours: torch.Tensor) -> torch.Tensor:
+    """(P, N, 2) closed contours -> (P,) bool: two of a contour's non-adjacent edges cross
+    (a tangled contour, which the even-odd fill draws with holes). (P, N, N) memory."""
+
+    def turn(o, p, q):  # > 0 when o -> p -> q turns counter-clockwise
+        return (p[..., 0] - o[..., 0]) * (q[..., 1] - o[..., 1]) - (p[..., 1] - o[..., 1]) * (
+            q[..., 0] - o[..., 0]
+        )
+
+    a, b = contours[:, :, None], contours.roll(-1, 1)[:, :, None]  # edge i: (P, N, 1, 2)
+    c, d = a.transpose(1, 2), b.transpose(1, 2)  # edge j: (P, 1, N, 2)
+    cross = (turn(a, b, c) * turn(a, b, d) < 0) & (turn(c, d, a) * turn(c, d, b) < 0)
+    n = contours.shape[1]
+    gap = (torch.arange(n)[:, None] - torch.arange(n)[None]).abs()
+    apart = (gap > 1) & (gap < n - 1)  # edges that share no vertex
+    return (cross & apart.to(contours.device)).flatten(1).any(1)
 
 
 def _inward_normals(pts: torch.Tensor) -> torch.Tensor:
