@@ -16,6 +16,7 @@ from polar_refine.modeling.deform import (
     ContourDeformer,
     _inward_normals,
     contour_match_loss,
+    one_to_one_targets,
     point_segment_distance,
     resample_polygons,
     self_crossing,
@@ -346,3 +347,17 @@ def test_self_crossing_finds_a_bow_tie_and_not_a_square_or_a_c():
     c = torch.tensor(_c_shape(64, 64, 40, 22), dtype=torch.float32).view(1, -1, 2)
     dense = resample_polygons(torch.cat([c, resample_polygons(bow_tie[None], 80)]), 64)
     assert self_crossing(dense).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_one_to_one_targets_keep_the_order_of_a_square(flip):
+    """The targets of a square's own resampled points, either way round and from any start,
+    are those points (the square's edges, with a small second part that is ignored)."""
+    square = SQUARE[0] + 5.0
+    edges = torch.stack([square, square.roll(-1, 0)], 1)  # (4, 2, 2)
+    small = torch.tensor([[[30.0, 30.0], [31.0, 30.0]], [[31.0, 30.0], [30.0, 30.0]]])
+    gt = torch.cat([edges, small])[None]
+    pts = resample_polygons(square[None], 8)[0].roll(3, 0)
+    pts = pts.flip(0) if flip else pts
+    target = one_to_one_targets(pts[None] + 0.3, gt)[0]
+    assert torch.allclose(target, pts, atol=1e-5)

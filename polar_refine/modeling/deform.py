@@ -39,6 +39,7 @@ from .sampling import sample_images, sample_levels
 __all__ = [
     "ContourDeformer",
     "contour_match_loss",
+    "one_to_one_targets",
     "point_segment_distance",
     "positive_edges",
     "resample_polygons",
@@ -274,11 +275,60 @@ class ContourDeformer(nn.Module):
         size = _polygon_size_from_edges(gt_edges)
         losses = {}
         for s, pts in enumerate(contours):
-            match = contour_match_loss(pts.float(), gt_edges, size, self.huber_beta)
+            pts = pts.float()
+            match = contour_match_loss(pts, gt_edges, size, self.huber_beta)
+            target = one_to_one_targets(pts.detach(), gt_edges)
+            dist = (pts - target).norm(dim=-1) / size.clamp(min=1.0)[:, None]
+            match = match + _huber(dist, self.huber_beta).mean(1)
             loss = (match * weight).sum()
             key = "loss_deform" if s == 0 else f"loss_deform{s + 1}"
             losses[key] = self.loss_weight * loss / normalizer
         return losses
+
+
+@torch.no_grad()
+def one_to_one_targets(points: torch.Tensor, gt_edges: torch.Tensor) -> torch.Tensor:
+    """Order-keeping targets (E2EC's one-to-one matching): each row's largest ground-truth part,
+    resampled to N points by arc length, turned the way the prediction turns, and started at
+    the cyclic shift nearest to it on average.
+
+    Args:
+        points: (P, N, 2) predicted closed contours.
+        gt_edges: (P, E, 2, 2) ground-truth edges, parts one after another (zero-length edges
+            are padding).
+
+    Returns:
+        (P, N, 2): target n of row p is the one point n of that row is pulled to.
+    """
+    a, b = gt_edges[:, :, 0], gt_edges[:, :, 1]
+    real = (b - a).abs().sum(-1) > 0  # (P, E)
+    starts = torch.ones_like(real)
+    starts[:, 1:] = (a[:, 1:] - b[:, :-1]).abs().sum(-1) > 1e-4  # a new part begins
+    part = starts.long().cumsum(1)  # (P, E) part ids, from 1
+    twice_area = (a[..., 0] * b[..., 1] - b[..., 0] * a[..., 1]) * real
+    areas = torch.zeros(part.shape[0], part.shape[1] + 1, device=part.device)
+    areas = areas.scatter_add(1, part, twice_area)
+    best = areas.abs().argmax(1, keepdim=True)
+    keep = (part == best) & real  # (P, E): the largest part's edges
+    seg = (b - a).norm(dim=-1) * keep
+    cum = torch.cat([torch.zeros_like(seg[:, :1]), seg.cumsum(1)], 1)  # (P, E + 1)
+    n = points.shape[1]
+    arc = torch.arange(n, device=points.device, dtype=seg.dtype) / n * cum[:, -1:]  # (P, N)
+    # the first kept edge that ends beyond each arc position
+    after = (cum[:, None, 1:] > arc[:, :, None]) & keep[:, None]  # (P, N, E)
+    index = torch.arange(seg.shape[1], device=points.device)
+    edge = torch.where(after, index, seg.shape[1]).amin(-1).clamp(max=seg.shape[1] - 1)
+    t = (arc - cum.gather(1, edge)) / seg.gather(1, edge).clamp(min=1e-6)
+    pa = a.gather(1, edge[..., None].expand(-1, -1, 2))
+    pb = b.gather(1, edge[..., None].expand(-1, -1, 2))
+    target = pa + t.clamp(0, 1)[..., None] * (pb - pa)  # (P, N, 2)
+    x, y = points[..., 0], points[..., 1]
+    turn = (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1)
+    flip = turn * areas.gather(1, best)[:, 0] < 0
+    target = torch.where(flip[:, None, None], target.flip(1), target)
+    shifts = torch.stack([target.roll(-k, 1) for k in range(n)], 1)  # (P, N shifts, N, 2)
+    cost = (shifts - points[:, None]).norm(dim=-1).mean(-1)  # (P, N)
+    return shifts[torch.arange(points.shape[0], device=points.device), cost.argmin(1)]
 
 
 def self_crossing(contours: torch.Tensor) -> torch.Tensor:
