@@ -120,10 +120,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM.HIDDEN_DIM = 64
     node.DEFORM.KERNEL_SIZE = 9
     node.DEFORM.NUM_CONVS = 2
-    # Weight of each stage's matching loss (the only loss while they train, so it scales their
-    # learning rate).
+    # Weight of each stage's loss (matching plus one-to-one; the only loss while they train, so it
+    # scales their learning rate).
     node.DEFORM.LOSS_WEIGHT = 20.0
-    # Huber threshold of the matching loss, a fraction of the object's size (0: plain L1).
+    # Huber threshold of both terms of that loss, a fraction of the object's size (0: plain L1).
     node.DEFORM.HUBER_BETA = 0.05
 
     # Name of the head in POLAR_HEAD_REGISTRY, so other projects can swap it.

@@ -10,14 +10,21 @@ edge, finer than any FPN level) and a profile along the contour's inward normal,
 the object's size deep (how far in the object's colour goes: a point across a C's opening sees
 the hole), adds each point's position relative to the centre
 (normalised by the object's size), mixes neighbours along the contour with circular 1-D
-convolutions and predicts a 2-D offset per point, scaled by the stride.
+convolutions and predicts a 2-D offset per point, scaled by the stride. Between stages the
+contour is resampled evenly along its length again, so that a notch one stage carves gets the
+points its sides need.
 
-Training signal: a matching loss that tolerates sliding along the contour (as E2EC's dynamic
-matching): every predicted point is pulled to its nearest point of the ground-truth contour
-(every part's edges), and every ground-truth vertex pulls the nearest predicted edge, both
-distances normalised by the object's size and passed through a Huber function (quadratic below
-``beta``), so that the pixel noise of a contour already on the boundary does not drown the
-large moves a concave shape needs.
+Training signal, two terms per stage, both distances normalised by the object's size and passed
+through a Huber function (quadratic below ``beta``, so that the pixel noise of a contour already
+on the boundary does not drown the large moves a concave shape needs):
+
+* a matching loss that tolerates sliding along the contour (as E2EC's dynamic matching): every
+  predicted point is pulled to its nearest point of the ground-truth contour (every part's
+  edges), and every ground-truth vertex pulls the nearest predicted edge;
+* a one-to-one term that keeps the points' order (E2EC's targets, `one_to_one_targets`): point n
+  is pulled to point n of the ground truth resampled by arc length, started where it fits best.
+  Matching alone pulled neighbouring points to opposite edges of thin parts: the contours
+  crossed themselves (every person contour of the coco128 fit; docs/BENCHMARKS.md).
 
 The stages train alone on a trained model (`PolarRefine.forward_deform_alone`: the rest is
 frozen), and read the FPN features detached, so that their loss never pulls the features
@@ -256,7 +263,8 @@ class ContourDeformer(nn.Module):
             offset = stage(sampled, (pts - centre) / size)
             pts = pts + offset * stride
             out.append(pts)
-            pts = pts.detach()
+            # evenly spaced again: a notch a stage carved gets the points its sides need
+            pts = resample_polygons(pts.detach(), self.num_points)
         return out
 
     def _image_samples(self, pixels, image, pts, size):
@@ -270,8 +278,8 @@ class ContourDeformer(nn.Module):
         return (values.view(p, n, where.shape[2], pixels.shape[1]) * self.pixel_scale).flatten(2)
 
     def losses(self, contours: List[torch.Tensor], gt_edges, weight, normalizer):
-        """``loss_deform``, ``loss_deform2``, ...: each stage's matching loss (positives weighted
-        by ``weight``, summed, divided by ``normalizer``)."""
+        """``loss_deform``, ``loss_deform2``, ...: each stage's matching plus one-to-one loss
+        (positives weighted by ``weight``, summed, divided by ``normalizer``)."""
         size = _polygon_size_from_edges(gt_edges)
         losses = {}
         for s, pts in enumerate(contours):
