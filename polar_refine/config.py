@@ -109,7 +109,7 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM = CN()
     # Turn the deformation stages on. Training with them trains them alone on a trained model
     # (MODEL.WEIGHTS, e.g. the default's model_final.pth): every other parameter is frozen and
-    # only their matching loss is computed, so they learn on the features and contours they
+    # only their loss is computed, so they learn on the features and contours they
     # meet at test time.
     node.DEFORM.ENABLED = False
     # N: points of the deformed contour, evenly spaced along the polar one.

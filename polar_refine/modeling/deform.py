@@ -190,8 +190,8 @@ class ContourDeformer(nn.Module):
             hidden: width of the point features.
             kernel: size of the circular convolutions along the contour.
             depth: circular convolutions per stage.
-            loss_weight: weight of each stage's matching loss.
-            huber_beta: Huber threshold of the matching loss, a fraction of the object's size.
+            loss_weight: weight of each stage's loss (matching plus one-to-one).
+            huber_beta: Huber threshold of both terms, a fraction of the object's size.
             pixel_std: ``MODEL.PIXEL_STD``, per input channel: the preprocessed image times
                 ``pixel_std / 64`` is read, about [-2, 2] whatever the normalisation. (Raw
                 values of +-128, with ``PIXEL_STD`` 1, stalled the stages' training.)
