@@ -238,6 +238,28 @@ def test_deformer_on_few_contours(n):
     assert len(out) == 2 and out[-1].shape == (n, 16, 2)
 
 
+def test_each_stage_starts_from_an_evenly_spaced_contour(monkeypatch):
+    """A first stage that bunches the points up hands the second an evenly spaced contour
+    (the same outline, resampled along its length)."""
+    feats = [torch.randn(1, 8, 8, 8)]
+    locs = LocationGenerator([8], [])(feats)
+    d = ContourDeformer(in_channels=8, num_points=16)
+    index = torch.zeros(1, dtype=torch.long)
+    bunch = torch.zeros(1, 16, 2)
+    bunch[0, :8, 0] = 0.5  # half the points slide half a stride to the right
+    monkeypatch.setattr(d.stages[0], "forward", lambda sampled, rel: bunch)
+    seen = []
+    monkeypatch.setattr(d.stages[1], "forward", lambda sampled, rel: seen.append(rel) or 0 * rel)
+    out = d(feats, torch.zeros(1, 3, 64, 64), locs, index, index, torch.full((1, 36), 20.0))
+    first = out[0][0]
+    gaps = (first.roll(-1, 0) - first).norm(dim=-1)
+    assert gaps.max() > 1.2 * gaps.min()  # the first stage's contour is uneven
+    second = seen[0][0]
+    gaps = (second.roll(-1, 0) - second).norm(dim=-1)
+    assert torch.allclose(gaps, gaps.mean().expand_as(gaps), rtol=0.05)
+    assert torch.allclose(out[1], resample_polygons(out[0], 16), atol=1e-4)
+
+
 def test_deformer_reads_the_finest_level_for_every_contour():
     """Contours on a coarse level sample the finest map: changing any other level changes
     nothing, changing the finest moves the points."""
