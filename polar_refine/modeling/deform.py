@@ -334,7 +334,8 @@ def one_to_one_targets(points: torch.Tensor, gt_edges: torch.Tensor) -> torch.Te
     turn = (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1)
     flip = turn * areas.gather(1, best)[:, 0] < 0
     target = torch.where(flip[:, None, None], target.flip(1), target)
-    shifts = torch.stack([target.roll(-k, 1) for k in range(n)], 1)  # (P, N shifts, N, 2)
+    ring = torch.arange(n, device=points.device)
+    shifts = target[:, (ring[:, None] + ring[None]) % n]  # (P, N shifts, N, 2): k -> roll(-k)
     cost = (shifts - points[:, None]).norm(dim=-1).mean(-1)  # (P, N)
     return shifts[torch.arange(points.shape[0], device=points.device), cost.argmin(1)]
 
