@@ -1,0 +1,73 @@
+"""benchmarks/proposals.py: the figures that say what holds a category's AP down, on a known
+case (one object, a covering detection, a fragment and a wrong-category detection)."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+proposals = pytest.importorskip("proposals")
+
+
+def _square(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _rle(poly, h=64, w=64):
+    return mask_util.merge(mask_util.frPyObjects(poly, h, w))
+
+
+def _ground_truth():
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "height": 64, "width": 64}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": _square(10, 10, 30, 30),
+             "area": 400.0, "bbox": [10, 10, 20, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": _square(40, 40, 60, 60),
+             "area": 400.0, "bbox": [40, 40, 20, 20], "iscrowd": 0},
+        ],
+    }  # fmt: skip
+    gt.createIndex()
+    return gt
+
+
+def _det(poly, category, score):
+    rle = _rle(poly)
+    rle["counts"] = rle["counts"].decode()
+    return {"image_id": 1, "category_id": category, "segmentation": rle, "score": score}
+
+
+def test_a_fragment_ranked_first_is_told_from_the_masks():
+    gt = _ground_truth()
+    dets = [
+        _det(_square(10, 10, 20, 30), 1, 0.9),  # a fragment: half of object 1, ranked first
+        _det(_square(9, 9, 31, 31), 1, 0.5),  # covers object 1 (IoU 400 / 484)
+        _det(_square(40, 40, 60, 60), 1, 0.8),  # object 2 under the wrong category
+    ]
+    r = proposals.analyse(gt, dets, score=0.05, cover=0.8)
+    a, b = r["a"], r["b"]
+    assert a["best"] == pytest.approx(400 / 484, abs=1e-3)
+    assert a["covered"] == 1.0 and a["none"] == 0.0
+    # category b has no detection at all
+    assert b["best"] == 0.0 and b["covered"] == 0.0 and b["none"] == 1.0 and b["AP"] == 0.0
+    # as ranked, the fragment and the wrong-category detection come first; ranked by their IoU
+    # the covering one is first, and only its shape (IoU 0.83) keeps the AP below 100
+    thresholds = np.linspace(0.5, 0.95, 10)
+    want = 100.0 * np.mean(thresholds <= 400 / 484 + 1e-9)
+    assert a["ideal"] == pytest.approx(want, abs=0.5)
+    assert a["AP"] < a["ideal"]
+
+
+def test_only_the_fragment_is_not_covered():
+    gt = _ground_truth()
+    r = proposals.analyse(gt, [_det(_square(10, 10, 20, 30), 1, 0.9)], score=0.05, cover=0.8)
+    assert r["a"]["covered"] == 0.0 and r["a"]["best"] == pytest.approx(0.5, abs=1e-3)
+    two = proposals.focus_rows(r, "a")
+    assert set(two) == {"a", "the other categories (mean)"}
+    assert two["the other categories (mean)"]["none"] == 1.0
