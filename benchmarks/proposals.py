@@ -143,6 +143,7 @@ def main():
     parser.add_argument("--cover", type=float, default=0.8, help="share of a covered object")
     parser.add_argument("--focus", help="report this category and the mean of the others")
     parser.add_argument("--doc", action="store_true", help="write the table into the docs")
+    parser.add_argument("--table", help="the docs table's name (default: proposals-DATASET)")
     args = parser.parse_args()
     gt = load_ground_truth(args.dataset)
     rows = []
@@ -160,7 +161,7 @@ def main():
     if args.doc:
         from doc_table import write_table
 
-        write_table(f"proposals-{args.dataset}", body)
+        write_table(args.table or f"proposals-{args.dataset}", body)
 
 
 if __name__ == "__main__":
