@@ -75,11 +75,13 @@ def analyse(gt: COCO, dets, score: float, cover: float) -> dict:
     for ann in gt.loadAnns(gt.getAnnIds(iscrowd=False)):
         rle = gt.annToRLE(ann)
         gt_rles[ann["id"]] = rle
-        own = [d for d in by_image.get((ann["image_id"], ann["category_id"]), [])]
+        own = by_image.get((ann["image_id"], ann["category_id"]), [])
         own = [d for d in own if d["score"] >= score]
         s = stats[gt.cats[ann["category_id"]]["name"]]
         if not own:
-            s["best"].append(0.0), s["covered"].append(False), s["none"].append(True)
+            s["best"].append(0.0)
+            s["covered"].append(False)
+            s["none"].append(True)
             continue
         segs = [d["segmentation"] for d in own]
         iou = mask_util.iou(segs, [rle], [0]).ravel()
@@ -114,8 +116,8 @@ def analyse(gt: COCO, dets, score: float, cover: float) -> dict:
 def focus_rows(result: dict, focus: str) -> dict:
     """``result`` reduced to two rows: category ``focus`` and the mean of the others."""
     others = [r for name, r in result.items() if name != focus]
-    mean = {k: float(np.mean([r[k] for r in others])) for k in ("AP", "ideal", "best", "covered")}
-    mean["none"] = float(np.mean([r["none"] for r in others]))
+    keys = ("AP", "ideal", "best", "covered", "none")
+    mean = {k: float(np.mean([r[k] for r in others])) for k in keys}
     mean["count"] = sum(r["count"] for r in others)
     return {focus: result[focus], "the other categories (mean)": mean}
 
