@@ -71,3 +71,22 @@ def test_only_the_fragment_is_not_covered():
     two = proposals.focus_rows(r, "a")
     assert set(two) == {"a", "the other categories (mean)"}
     assert two["the other categories (mean)"]["none"] == 1.0
+
+
+def test_a_loose_contour_that_holds_the_whole_object_covers_it():
+    """Covered counts the object's area inside a detection, not the IoU: a contour twice the
+    object's size (IoU 0.44) covers it, one that holds 3/4 of it does not."""
+    gt = _ground_truth()
+    loose = proposals.analyse(gt, [_det(_square(5, 5, 35, 35), 1, 0.9)], score=0.05, cover=0.8)
+    assert loose["a"]["best"] == pytest.approx(400 / 900, abs=1e-3)
+    assert loose["a"]["covered"] == 1.0
+    part = proposals.analyse(gt, [_det(_square(10, 10, 25, 30), 1, 0.9)], score=0.05, cover=0.8)
+    assert part["a"]["covered"] == 0.0
+
+
+def test_a_detection_elsewhere_leaves_the_object_without_one():
+    gt = _ground_truth()
+    r = proposals.analyse(gt, [_det(_square(40, 40, 60, 60), 1, 0.9)], score=0.05, cover=0.8)
+    assert r["a"]["none"] == 1.0 and r["a"]["best"] == 0.0 and r["a"]["ideal"] == 0.0
+    kept = proposals.analyse(gt, [_det(_square(10, 10, 30, 30), 1, 0.01)], score=0.05, cover=0.8)
+    assert kept["a"]["none"] == 1.0  # below the least score: not counted
