@@ -90,3 +90,21 @@ def test_a_detection_elsewhere_leaves_the_object_without_one():
     assert r["a"]["none"] == 1.0 and r["a"]["best"] == 0.0 and r["a"]["ideal"] == 0.0
     kept = proposals.analyse(gt, [_det(_square(10, 10, 30, 30), 1, 0.01)], score=0.05, cover=0.8)
     assert kept["a"]["none"] == 1.0  # below the least score: not counted
+
+
+def test_fragments_mostly_inside_an_object_are_merged_into_one():
+    """Two halves of object a merge into the whole object (AP 100); a detection mostly outside
+    it (a quarter of its area inside) is not merged and stays as it is."""
+    gt = _ground_truth()
+    halves = [_det(_square(10, 10, 20, 30), 1, 0.9), _det(_square(20, 10, 30, 30), 1, 0.6)]
+    r = proposals.analyse(gt, halves, score=0.05, cover=0.8)
+    assert r["a"]["merged"] == pytest.approx(100.0)
+    assert r["a"]["AP"] < 20.0  # each half alone: IoU 0.5
+    merged = proposals.merge_fragments(gt, halves, score=0.05)
+    assert len(merged) == 1 and merged[0]["score"] == 0.9
+    assert mask_util.area(merged[0]["segmentation"]) == 400
+    outside = _det(_square(20, 20, 40, 40), 1, 0.7)  # 100 of its 400 px inside object a
+    merged = proposals.merge_fragments(gt, halves + [outside], score=0.05)
+    assert len(merged) == 2 and outside in merged
+    low = _det(_square(20, 10, 30, 30), 1, 0.01)  # below the least score: left alone
+    assert len(proposals.merge_fragments(gt, halves[:1] + [low], score=0.05)) == 2
