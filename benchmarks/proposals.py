@@ -22,8 +22,8 @@ evaluator wrote them) and reports per category, against the dataset's ground tru
   (mask IoU above 0.1);
 * ``AP, fragments merged``: the segm AP once the detections of each ground truth's category
   that lie mostly inside it (at least half of their area; score >= ``--score``) are replaced by
-  their union, scored by the best of them. The grouping reads the ground truth, so no rule
-  that merges a model's proposals into one object can beat it.
+  their union, scored by the best of them. The grouping reads the ground truth: it shows what
+  merging a model's proposals into objects could give, not what a rule would.
 """
 
 import argparse
