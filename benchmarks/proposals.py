@@ -73,6 +73,7 @@ def merge_fragments(gt: COCO, dets, score: float) -> list:
     """``dets`` with each ground truth's fragments (detections of its category, score >=
     ``score``, at least half inside it; each joins the ground truth it overlaps most) replaced
     by their union, scored by the best of them."""
+    rles = {a["id"]: gt.annToRLE(a) for a in gt.loadAnns(gt.getAnnIds(iscrowd=False))}
     groups = {}
     for i, d in enumerate(dets):
         if d["score"] < score:
@@ -83,7 +84,7 @@ def merge_fragments(gt: COCO, dets, score: float) -> list:
         if not anns:
             continue
         inside = [
-            mask_util.area(mask_util.merge([d["segmentation"], gt.annToRLE(a)], intersect=True))
+            mask_util.area(mask_util.merge([d["segmentation"], rles[a["id"]]], intersect=True))
             for a in anns
         ]
         k = int(np.argmax(inside))
