@@ -69,11 +69,16 @@ def segm_ap(gt: COCO, dets) -> dict:
     return out
 
 
-def merge_fragments(gt: COCO, dets, score: float) -> list:
+def ground_truth_rles(gt: COCO) -> dict:
+    """Annotation id -> RLE of every non-crowd ground truth."""
+    return {a["id"]: gt.annToRLE(a) for a in gt.loadAnns(gt.getAnnIds(iscrowd=False))}
+
+
+def merge_fragments(gt: COCO, dets, score: float, rles=None) -> list:
     """``dets`` with each ground truth's fragments (detections of its category, score >=
     ``score``, at least half inside it; each joins the ground truth it overlaps most) replaced
-    by their union, scored by the best of them."""
-    rles = {a["id"]: gt.annToRLE(a) for a in gt.loadAnns(gt.getAnnIds(iscrowd=False))}
+    by their union, scored by the best of them. ``rles``: `ground_truth_rles`, if at hand."""
+    rles = ground_truth_rles(gt) if rles is None else rles
     groups = {}
     for i, d in enumerate(dets):
         if d["score"] < score:
@@ -110,11 +115,10 @@ def analyse(gt: COCO, dets, score: float, cover: float) -> dict:
     by_image = {}
     for d in dets:
         by_image.setdefault((d["image_id"], d["category_id"]), []).append(d)
-    gt_rles = {}
+    gt_rles = ground_truth_rles(gt)
     stats = {c["name"]: {"best": [], "covered": [], "none": []} for c in gt.cats.values()}
     for ann in gt.loadAnns(gt.getAnnIds(iscrowd=False)):
-        rle = gt.annToRLE(ann)
-        gt_rles[ann["id"]] = rle
+        rle = gt_rles[ann["id"]]
         own = by_image.get((ann["image_id"], ann["category_id"]), [])
         own = [d for d in own if d["score"] >= score]
         s = stats[gt.cats[ann["category_id"]]["name"]]
@@ -140,7 +144,7 @@ def analyse(gt: COCO, dets, score: float, cover: float) -> dict:
         iou = mask_util.iou([d["segmentation"]], [gt_rles[a["id"]] for a in anns], [0] * len(anns))
         rescored.append(dict(d, score=float(np.max(iou)) if len(anns) else 0.0))
     ap, ideal = segm_ap(gt, dets), segm_ap(gt, rescored)
-    merged = segm_ap(gt, merge_fragments(gt, dets, score))
+    merged = segm_ap(gt, merge_fragments(gt, dets, score, gt_rles))
     return {
         name: {
             "AP": ap[name],
