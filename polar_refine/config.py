@@ -114,11 +114,8 @@ def add_polar_refine_config(cfg: CN) -> CN:
     node.DEFORM.ENABLED = False
     # N: points of the deformed contour, evenly spaced along the polar one.
     node.DEFORM.NUM_POINTS = 64
-    # Local stages applied in turn, each with its own loss (loss_deform, loss_deform2, ...).
+    # Stages applied in turn, each with its own loss (loss_deform, loss_deform2, ...).
     node.DEFORM.NUM_STAGES = 2
-    # Width of the global stage that moves every point first, from the whole contour's shape
-    # (an MLP over the points' positions: what carves a C's hole); 0: no global stage.
-    node.DEFORM.GLOBAL_DIM = 0
     # Width of the per-point features, and the circular 1-D convolutions along the contour.
     node.DEFORM.HIDDEN_DIM = 64
     node.DEFORM.KERNEL_SIZE = 9

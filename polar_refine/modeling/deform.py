@@ -136,30 +136,6 @@ class _CircularConv(nn.Module):
         return self.conv(x)
 
 
-class _GlobalStage(nn.Module):
-    """The whole contour's shape -> every point's move: an MLP over the N points' positions
-    relative to the centre (in object sizes), as E2EC's global deformation. A local stage moves
-    a point by what it and its neighbours see, which cannot carve a C's hole out of its polar
-    contour (points deep in the hole see background all around); the shape of the whole polar
-    contour (a wedge where the opening is) says where the hole is. (P, N, 2) -> (P, N, 2)
-    offsets in object sizes."""
-
-    def __init__(self, num_points: int, hidden: int):
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * num_points, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 2 * num_points),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)  # starts as the identity: the polar contour
-        nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, rel):
-        return self.mlp(rel.flatten(1)).view(rel.shape)
-
-
 class _DeformStage(nn.Module):
     def __init__(self, in_channels: int, hidden: int, kernel: int, depth: int):
         super().__init__()
@@ -199,7 +175,6 @@ class ContourDeformer(nn.Module):
         in_channels: int,
         num_points: int = 64,
         num_stages: int = 2,
-        global_dim: int = 0,
         hidden: int = 64,
         kernel: int = 9,
         depth: int = 2,
@@ -211,9 +186,7 @@ class ContourDeformer(nn.Module):
         Args:
             in_channels: C, channels of the sampled FPN levels.
             num_points: N, points of the deformed contour.
-            num_stages: local stages applied in turn.
-            global_dim: width of the global stage that moves the points first (`_GlobalStage`);
-                0: none.
+            num_stages: stages applied in turn.
             hidden: width of the point features.
             kernel: size of the circular convolutions along the contour.
             depth: circular convolutions per stage.
@@ -232,7 +205,6 @@ class ContourDeformer(nn.Module):
         scale = torch.tensor([float(s) / 64.0 for s in pixel_std])
         self.register_buffer("pixel_scale", scale, persistent=False)
         width = in_channels + (len(_WINDOW) + len(_PROFILE)) * len(pixel_std)
-        self.global_stage = _GlobalStage(num_points, global_dim) if global_dim > 0 else None
         self.stages = nn.ModuleList(
             _DeformStage(width, hidden, kernel, depth) for _ in range(num_stages)
         )
@@ -244,7 +216,6 @@ class ContourDeformer(nn.Module):
             "in_channels": in_channels,
             "num_points": d.NUM_POINTS,
             "num_stages": d.NUM_STAGES,
-            "global_dim": d.GLOBAL_DIM,
             "hidden": d.HIDDEN_DIM,
             "kernel": d.KERNEL_SIZE,
             "depth": d.NUM_CONVS,
@@ -272,8 +243,7 @@ class ContourDeformer(nn.Module):
                 contours to start from; not trained through here).
 
         Returns:
-            every stage's (P, N, 2) contour (the global stage's first), input pixels; the last
-            one is the output.
+            every stage's (P, N, 2) contour, input pixels; the last one is the output.
         """
         stride = locs.strides[location][:, None, None]  # (P, 1, 1)
         centre = locs.points[location][:, None]  # (P, 1, 2)
@@ -286,10 +256,6 @@ class ContourDeformer(nn.Module):
         finest = torch.zeros_like(location)
         finest_stride = locs.strides[:1]
         out = []
-        if self.global_stage is not None:
-            pts = pts + self.global_stage((pts - centre) / size) * size
-            out.append(pts)
-            pts = resample_polygons(pts.detach(), self.num_points)
         for stage in self.stages:
             cells = pts / finest_stride - 0.5  # pixel -> cell coordinates (centres at integers)
             levels = sample_levels(features, locs, finest, image, cells)
