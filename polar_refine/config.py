@@ -119,6 +119,10 @@ def add_polar_refine_config(cfg: CN) -> CN:
     # Width of the global stage that moves every point first, from the whole contour's shape
     # (an MLP over the points' positions: what carves a C's hole); 0: no global stage.
     node.DEFORM.GLOBAL_DIM = 0
+    # Width of the free initial contour regressed at every location (trained with the model;
+    # the stages start from it instead of the polar contour); 0: none.
+    node.DEFORM.INIT_DIM = 0
+    node.DEFORM.INIT_LOSS_WEIGHT = 1.0
     # Width of the per-point features, and the circular 1-D convolutions along the contour.
     node.DEFORM.HIDDEN_DIM = 64
     node.DEFORM.KERNEL_SIZE = 9

@@ -32,7 +32,7 @@ shared with the classification and polar branches: trained through them, with th
 stages pulled them away from the polar task.
 """
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -134,6 +134,48 @@ class _CircularConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x[..., -self.pad :], x, x[..., : self.pad]], -1)
         return self.conv(x)
+
+
+class InitContour(nn.Module):
+    """A free contour regressed at each location, as E2EC's initial contour: N points as 2-D
+    offsets from the location (in strides, around a circle of two strides), from the 3 x 3
+    cells of the location's own level. Trained with the rest of the model, it is not bound to
+    be star-shaped from the location: the deformation stages can start from it.
+    (P,) locations -> (P, N, 2) input pixels."""
+
+    def __init__(self, in_channels: int, num_points: int, hidden: int):
+        super().__init__()
+        self.num_points = num_points
+        window = torch.tensor([(dx, dy) for dy in (-1.0, 0.0, 1.0) for dx in (-1.0, 0.0, 1.0)])
+        self.register_buffer("window", window, persistent=False)
+        t = torch.arange(num_points, dtype=torch.float32) * (2 * torch.pi / num_points)
+        self.register_buffer("circle", 2.0 * torch.stack([t.sin(), t.cos()], -1), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(9 * in_channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * num_points),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, features, locs: Locations, location, image):
+        cells = locs.cells[location][:, None] + self.window  # (P, 9, 2)
+        x = sample_levels(features, locs, location, image, cells)  # (P, 9, C)
+        off = self.mlp(x.flatten(1)).view(-1, self.num_points, 2) + self.circle
+        return locs.points[location][:, None] + off * locs.strides[location][:, None, None]
+
+
+def init_contour_loss(pts, gt_edges, weight, normalizer, beta):
+    """The deformation stages' loss (matching plus one-to-one, Huber) of (P, N, 2) contours."""
+    size = _polygon_size_from_edges(gt_edges)
+    pts = pts.float()
+    match = contour_match_loss(pts, gt_edges, size, beta)
+    target = one_to_one_targets(pts.detach(), gt_edges)
+    dist = (pts - target).norm(dim=-1) / size.clamp(min=1.0)[:, None]
+    match = match + _huber(dist, beta).mean(1)
+    return (match * weight).sum() / normalizer
 
 
 class _GlobalStage(nn.Module):
@@ -261,6 +303,7 @@ class ContourDeformer(nn.Module):
         location: torch.Tensor,
         image: torch.Tensor,
         radii: torch.Tensor,
+        start: Optional[torch.Tensor] = None,
     ) -> List[torch.Tensor]:
         """
         Args:
@@ -278,6 +321,8 @@ class ContourDeformer(nn.Module):
         stride = locs.strides[location][:, None, None]  # (P, 1, 1)
         centre = locs.points[location][:, None]  # (P, 1, 2)
         polygons = radii_to_points(centre[:, 0], radii.detach().float().clamp(min=0))
+        if start is not None:
+            polygons = start.detach().float()
         pts = resample_polygons(polygons, self.num_points)
         size = _polygon_size(polygons)[:, None, None]  # (P, 1, 1)
         features = [f.detach() for f in features]

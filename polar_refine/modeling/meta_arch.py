@@ -1,6 +1,7 @@
 # Copyright (c) 2026 The polar_refine Authors. Licensed under the Apache License 2.0 (see LICENSE).
 """PolarRefine: the meta-architecture tying backbone, polar head, refine stages and contour head."""
 
+import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -21,7 +22,7 @@ from .candidates import (
     select_candidates,
 )
 from .contour import ContourHead
-from .deform import ContourDeformer, positive_edges
+from .deform import ContourDeformer, InitContour, init_contour_loss, positive_edges
 from .head import build_polar_head
 from .locations import LocationGenerator, Locations
 from .losses import centerness_loss, classification_loss, radius_loss, reduce_mean, zero_like_params
@@ -58,6 +59,9 @@ class PolarRefine(DenseDetector):
         refiner: Optional[PolarRefiner] = None,
         contour: Optional[ContourHead] = None,
         deformer: Optional[ContourDeformer] = None,
+        init_contour=None,
+        init_loss_weight: float = 1.0,
+        huber_beta: float = 0.05,
         num_classes: int,
         sizes_of_interest=(64, 128, 256, 512),
         focal_loss_alpha: float = 0.25,
@@ -103,6 +107,9 @@ class PolarRefine(DenseDetector):
         self.refiner = refiner
         self.contour = contour
         self.deformer = deformer
+        self.init_contour = init_contour
+        self.init_loss_weight = init_loss_weight
+        self.huber_beta = huber_beta
         if deformer is not None:  # the optimizer (detectron2's) skips frozen parameters
             for name, p in self.named_parameters():
                 p.requires_grad_(name.startswith("deformer."))
@@ -137,7 +144,12 @@ class PolarRefine(DenseDetector):
         refiner = PolarRefiner(cfg, in_channels=channels) if pr.REFINE.ENABLED else None
         contour = ContourHead(cfg, shapes) if pr.CONTOUR.ENABLED else None
         deformer = ContourDeformer(cfg, in_channels=channels) if pr.DEFORM.ENABLED else None
+        d = pr.DEFORM
+        init = InitContour(channels, d.NUM_POINTS, d.INIT_DIM) if d.INIT_DIM > 0 else None
         return {
+            "init_contour": init,
+            "init_loss_weight": d.INIT_LOSS_WEIGHT,
+            "huber_beta": d.HUBER_BETA,
             "backbone": backbone,
             "head": head,
             "head_in_features": list(pr.IN_FEATURES),
@@ -239,7 +251,15 @@ class PolarRefine(DenseDetector):
         }
         if self.refiner is not None:
             outputs["fine"] = self.refiner(features, locs, pos_idx, pos_img, outputs["coarse"])
-        return self.losses(outputs, tgt)
+        losses = self.losses(outputs, tgt)
+        if self.init_contour is not None:
+            pts = self.init_contour(features, locs, pos_idx, pos_img)
+            ctr = tgt["centerness"]
+            norm = reduce_mean(ctr.sum()).clamp(min=1e-2)
+            edges = positive_edges(gt_instances, targets)
+            loss = init_contour_loss(pts, edges, ctr, norm, self.huber_beta)
+            losses["loss_init"] = self.init_loss_weight * loss + zero_like_params(self.init_contour)
+        return losses
 
     def forward_deform_alone(self, images: ImageList, batched_inputs) -> Dict[str, torch.Tensor]:
         """Training with ``deformer``: the frozen rest of the model gives the deformation stages
@@ -261,7 +281,10 @@ class PolarRefine(DenseDetector):
             radii = flat[2][pos_img, pos_idx]
             if self.refiner is not None:
                 radii = self.refiner(features, locs, pos_idx, pos_img, radii)[-1]
-        contours = self.deformer(features, images.tensor, locs, pos_idx, pos_img, radii)
+            start = None
+            if self.init_contour is not None:
+                start = self.init_contour(features, locs, pos_idx, pos_img)
+        contours = self.deformer(features, images.tensor, locs, pos_idx, pos_img, radii, start)
         ctr = torch.cat([t["centerness"] for t in targets])
         norm = self._ctr_normalizer(ctr)
         return self.deformer.losses(contours, positive_edges(gt_instances, targets), ctr, norm)
@@ -445,7 +468,14 @@ class PolarRefine(DenseDetector):
         res = Instances(image_size)
         if self.deformer is not None:  # only the kept detections: deformation is not cheap
             res.pred_polar_polygons = polys
-            polys = self.deformer(features, pixels, locs, cand.location, cand.image, fine)[-1]
+            start = None
+            if self.init_contour is not None:
+                start = self.init_contour(features, locs, cand.location, cand.image)
+            args = (features, pixels, locs, cand.location, cand.image, fine, start)
+            polys = clip_polygons(self.deformer(*args)[-1], h, w)
+        elif self.init_contour is not None and os.environ.get("INIT_OUT") == "1":
+            res.pred_polar_polygons = polys
+            polys = self.init_contour(features, locs, cand.location, cand.image)
             polys = clip_polygons(polys, h, w)
         res.pred_polygons = polys
         coarse = radii_to_points(locs.points[cand.location], cand.coarse.clamp(min=0))
