@@ -255,6 +255,8 @@ class PolarRefine(DenseDetector):
         if self.init_contour is not None:
             pts = self.init_contour(features, locs, pos_idx, pos_img)
             ctr = tgt["centerness"]
+            if os.environ.get("INIT_UNIFORM") == "1":
+                ctr = torch.ones_like(ctr)
             norm = reduce_mean(ctr.sum()).clamp(min=1e-2)
             edges = positive_edges(gt_instances, targets)
             loss = init_contour_loss(pts, edges, ctr, norm, self.huber_beta)
