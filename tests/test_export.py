@@ -336,7 +336,7 @@ def test_int8_model_matches_fp32_on_two_sizes(exported, tmp_path):
     fp32 = ONNXPredictor(exported["paths"]["onnx"])
     int8 = ONNXPredictor(path)
     assert int8.metadata["precision"] == "int8"
-    worst_score, worst_poly, errors = 0.0, 0.0, []
+    worst_score, errors = 0.0, []
     for key in ("b", "c"):
         image = exported["images"][key].permute(1, 2, 0).numpy().astype(np.uint8)
         a = fp32(image)["instances"]
